@@ -1,0 +1,45 @@
+"""Aggregating individual face results into group and segment figures."""
+from __future__ import annotations
+
+import numpy as np
+
+from multimodal.config import EMOTIONS
+
+#: Valence groups, as group-emotion work reports them.
+VALENCE = {"positive": ("happy", "surprise"), "negative": ("angry", "disgust", "fear", "sad"),
+           "neutral": ("neutral",)}
+
+
+def group_distribution(probs: np.ndarray, areas: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
+    """Weighted mean of face distributions, weights = face area x detection score.
+
+    Larger, surer faces count more: they are nearer the camera and their
+    crops are sharper. ``probs`` (n, 7), ``areas`` and ``scores`` (n,).
+    Returns shape (7,), or None when there are no faces.
+    """
+    if len(probs) == 0:
+        return None
+    w = np.asarray(areas, float) * np.asarray(scores, float)
+    if w.sum() <= 0:
+        w = np.ones(len(probs))
+    return (np.asarray(probs, float) * w[:, None]).sum(axis=0) / w.sum()
+
+
+def valence(dist: np.ndarray | None) -> dict[str, float] | None:
+    """Positive / negative / neutral mass of a 7-class distribution."""
+    if dist is None:
+        return None
+    return {k: float(sum(dist[EMOTIONS.index(e)] for e in names)) for k, names in VALENCE.items()}
+
+
+def label_runs(times: list[tuple[float, float]], labels: list[str | None]) -> list[tuple[float, float, str]]:
+    """Merge consecutive segments with the same label into ``(start, end, label)`` runs."""
+    runs: list[list] = []
+    for (start, end), label in zip(times, labels):
+        if label is None:
+            continue
+        if runs and runs[-1][2] == label and abs(runs[-1][1] - start) < 1e-6:
+            runs[-1][1] = end
+        else:
+            runs.append([start, end, label])
+    return [tuple(r) for r in runs]

@@ -1,0 +1,254 @@
+"""The ``multimodal`` command line.
+
+Every failure the user can cause ends in a one-line ``error: …`` message and
+an exit code from :mod:`multimodal.errors`; no traceback reaches the user.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from multimodal import __version__
+from multimodal.config import MEDIA_EXTENSIONS, AnalyzeConfig
+from multimodal.errors import (EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError,
+                               ModelError, MultimodalError, OutputError)
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = AnalyzeConfig()
+    p = argparse.ArgumentParser(prog="multimodal", description="Audio-visual emotion recognition over time.")
+    p.add_argument("--version", action="version", version=f"multimodal {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    a = sub.add_parser("analyze", help="emotions per time segment of video or audio files")
+    a.add_argument("inputs", nargs="+", metavar="INPUT", help="media files or directories of them")
+    a.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR", help="output directory")
+    a.add_argument("--fps", type=_positive(float), default=defaults.fps, help="frames sampled per second (%(default)s)")
+    a.add_argument("--segment", type=_positive(float), default=defaults.segment,
+                   help="segment length in seconds (%(default)s)")
+    from multimodal.fusion import STRATEGIES
+    a.add_argument("--fusion", choices=sorted(STRATEGIES), default=defaults.fusion,
+                   help="decision-level fusion strategy (%(default)s)")
+    a.add_argument("--visual-model", type=Path, default=defaults.visual_model, help="facial-expression model file")
+    a.add_argument("--audio-model", type=Path, default=defaults.audio_model, help="speech-emotion model file")
+    a.add_argument("--detector", choices=("haar", "mtcnn"), default=defaults.detector,
+                   help="face detector (%(default)s)")
+    a.add_argument("--max-faces", type=_positive(int), default=defaults.max_faces,
+                   help="faces per frame, largest first (%(default)s)")
+    a.add_argument("--no-pictures", action="store_true", help="skip the timeline picture")
+    a.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    a.add_argument("--force", action="store_true", help="replace existing results")
+
+    t = sub.add_parser("train", help="train a model")
+    tsub = t.add_subparsers(dest="modality", required=True, metavar="MODALITY")
+    tv = tsub.add_parser("visual", help="facial-expression model on FER2013")
+    tv.add_argument("--data", required=True, type=Path, help="fer2013.csv or the folder with train/ and test/")
+    tv.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, log, model, report)")
+    tv.add_argument("--backbone", default="compact", choices=("compact", "inception_resnet_v2"))
+    tv.add_argument("--weights", default=None, help="inception_resnet_v2 only: 'imagenet' (from the local "
+                    "Keras cache) or a weights file; default random initialisation")
+    tv.add_argument("--epochs", type=_positive(int), default=50)
+    tv.add_argument("--batch-size", type=_positive(int), default=128)
+    tv.add_argument("--lr", type=_positive(float), default=1e-3)
+    tv.add_argument("--patience", type=_positive(int), default=12)
+    tv.add_argument("--seed", type=int, default=1)
+    tv.add_argument("--limit", type=_positive(int), default=None, help="train on a random subset of N images")
+    tv.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    ta = tsub.add_parser("audio", help="speech-emotion model on RAVDESS and/or TESS")
+    ta.add_argument("--data", required=True, type=Path, help="folder with RAVDESS Actor_XX/ and/or TESS files")
+    ta.add_argument("--out", required=True, type=Path)
+    ta.add_argument("--test-fold", type=int, default=0, choices=range(5))
+    ta.add_argument("--val-fold", type=int, default=None, choices=range(5))
+    ta.add_argument("--cv", action="store_true", help="train and test on all five folds; report mean and std")
+    ta.add_argument("--epochs", type=_positive(int), default=60)
+    ta.add_argument("--patience", type=_positive(int), default=12)
+    ta.add_argument("--seed", type=int, default=1)
+    ta.add_argument("--resume", action="store_true")
+
+    e = sub.add_parser("evaluate", help="score a model on held-out data")
+    esub = e.add_subparsers(dest="modality", required=True, metavar="MODALITY")
+    ev = esub.add_parser("visual", help="on FER2013 (PrivateTest by default)")
+    ev.add_argument("--model", required=True, type=Path)
+    ev.add_argument("--data", required=True, type=Path)
+    ev.add_argument("--out", required=True, type=Path, help="report directory")
+    ev.add_argument("--split", default="PrivateTest", choices=("PrivateTest", "PublicTest", "Training"))
+    ev.add_argument("--flip", action="store_true", help="also report test-time flip averaging")
+    ea = esub.add_parser("audio", help="on the actors of one RAVDESS fold (0 by default)")
+    ea.add_argument("--model", required=True, type=Path)
+    ea.add_argument("--data", required=True, type=Path)
+    ea.add_argument("--out", required=True, type=Path)
+    ea.add_argument("--test-fold", type=int, default=0, choices=range(5))
+
+    c = sub.add_parser("compare-fusion", help="score every fusion strategy on the same paired data")
+    c.add_argument("--fer", type=Path, help="FER2013 (csv or folders), for pseudo-pairs")
+    c.add_argument("--ravdess", type=Path, help="RAVDESS speech folder, for pseudo-pairs")
+    c.add_argument("--clips", type=Path, help="labelled audio-visual clips (RAVDESS video names or manifest.csv)")
+    c.add_argument("--visual-model", type=Path, default=defaults.visual_model)
+    c.add_argument("--audio-model", type=Path, default=defaults.audio_model)
+    c.add_argument("--out", required=True, type=Path, help="report directory")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--bootstrap", type=_positive(int), default=1000)
+    c.add_argument("--save", action="store_true", help="store the fitted strategies as models/fusion.json")
+    c.add_argument("--force", action="store_true")
+    return p
+
+
+def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """Media files named or found (recursively) in named directories, and errors for the rest."""
+    files, errors = [], []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                errors.append(f"{p}: directory holds no media files ({', '.join(sorted(MEDIA_EXTENSIONS))})")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            errors.append(f"{p}: no such file or directory")
+    return files, errors
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_analyze(args) -> int:
+    from multimodal.pipeline import Analyzer
+    from multimodal.report import check_writable, output_dir_for, summary_text, write_analysis
+    cfg = replace(AnalyzeConfig(), fps=args.fps, segment=args.segment, fusion=args.fusion,
+                  visual_model=args.visual_model, audio_model=args.audio_model, detector=args.detector,
+                  max_faces=args.max_faces, quiet=args.quiet, force=args.force)
+    files, errors = collect_inputs(args.inputs)
+    for msg in errors:
+        _say(f"error: {msg}")
+    if not files:
+        return EXIT_INPUT
+    out_root = args.out
+    if out_root.exists() and not out_root.is_dir():
+        raise OutputError(f"{out_root}: exists and is not a directory")
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{out_root}: cannot create output directory ({err.strerror})") from None
+    if not os.access(out_root, os.W_OK | os.X_OK):
+        raise OutputError(f"{out_root}: output directory is not writable")
+    analyzer = Analyzer(cfg)
+    taken: set[str] = set()
+    failures: list[int] = [EXIT_INPUT] * len(errors)
+    done = 0
+    for path in files:
+        target = output_dir_for(out_root, path, taken)
+        try:
+            check_writable(target, cfg.force)
+            result = analyzer.analyze(path)
+            for w in result.warnings:
+                _say(f"warning: {w}")
+            write_analysis(result, target, force=cfg.force, pictures=not args.no_pictures)
+            done += 1
+            if not cfg.quiet:
+                print(summary_text(result, target), flush=True)
+        except ModelError:
+            raise  # every later file would fail the same way
+        except MultimodalError as err:
+            _say(f"error: {err}")
+            failures.append(err.exit_code)
+    if not failures:
+        return EXIT_OK
+    if len(failures) == 1 and done == 0:
+        return failures[0]
+    if not cfg.quiet:
+        _say(f"{done} of {done + len(failures)} inputs analysed, {len(failures)} failed")
+    return EXIT_FAILED
+
+
+def cmd_train(args) -> int:
+    if args.modality == "visual":
+        from training.train_visual import VisualTrainConfig, train_visual
+        summary = train_visual(VisualTrainConfig(
+            data=args.data, out=args.out, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.lr, patience=args.patience, seed=args.seed, weights=args.weights,
+            resume=args.resume, limit=args.limit))
+        print(f"PrivateTest accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f}; "
+              f"report in {args.out / 'report'}")
+        return EXIT_OK
+    from training.train_audio import AudioTrainConfig, cross_validate, train_audio
+    cfg = AudioTrainConfig(data=args.data, out=args.out, test_fold=args.test_fold, val_fold=args.val_fold,
+                           epochs=args.epochs, patience=args.patience, seed=args.seed, resume=args.resume)
+    if args.cv:
+        cv = cross_validate(cfg)
+        for k, v in cv.items():
+            print(f"{k}: {v['mean']:.4f} ± {v['std']:.4f}")
+    else:
+        s = train_audio(cfg)
+        print(f"fold {args.test_fold}: 8-class accuracy {s['accuracy_8class']:.4f}, "
+              f"7-class {s['accuracy_7class']:.4f}, UAR {s['uar']:.4f}; report in {args.out / 'report'}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    from training.evaluate import evaluate_audio_model, evaluate_visual_model
+    if not args.model.is_file():
+        raise ModelError(f"{args.model}: model file not found")
+    if not args.data.exists():
+        raise InputError(f"{args.data}: no such file or directory")
+    if args.modality == "visual":
+        s = evaluate_visual_model(args.model, args.data, args.out, split=args.split, flip=args.flip)
+        print(f"{s['split']}: accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f}, "
+              f"ECE {s['ece']:.4f}, {s['ms_per_face']:.2f} ms/face; report in {args.out}")
+    else:
+        s = evaluate_audio_model(args.model, args.data, args.out, test_fold=args.test_fold)
+        print(f"fold {args.test_fold}: 8-class accuracy {s['accuracy_8class']:.4f}, 7-class "
+              f"{s['accuracy_7class']:.4f}, UAR {s['uar']:.4f}; report in {args.out}")
+    return EXIT_OK
+
+
+def cmd_compare_fusion(args) -> int:
+    from training.compare_fusion import run_compare_fusion
+    run_compare_fusion(args)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
+    handlers = {"analyze": cmd_analyze, "train": cmd_train, "evaluate": cmd_evaluate,
+                "compare-fusion": cmd_compare_fusion}
+    try:
+        return handlers[args.command](args)
+    except MultimodalError as err:
+        _say(f"error: {err}")
+        return err.exit_code
+    except (FileNotFoundError, ValueError) as err:
+        _say(f"error: {err}")
+        return EXIT_INPUT if isinstance(err, FileNotFoundError) else EXIT_USAGE
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as err:  # the last guard: one line, never a traceback
+        _say(f"error: unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+             "(please report this)")
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

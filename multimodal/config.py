@@ -1,0 +1,61 @@
+"""Configuration shared by the library, the CLI and the training code.
+
+Everything tunable lives here, as frozen dataclasses with explicit defaults,
+so a run can be described completely by the values it was given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: The project's one label order (FER2013's original order).
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+#: Where shipped models live (inside the source tree, next to the package).
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_VISUAL_MODEL = MODELS_DIR / "visual_default.keras"
+DEFAULT_AUDIO_MODEL = MODELS_DIR / "audio_default.keras"
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac"})
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
+
+#: JSON output schema version; bump on any incompatible change.
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class AudioFeatureConfig:
+    """MFCC front end shared by audio training and inference.
+
+    Training and ``analyze`` must compute identical features, so both read
+    them from the model card, which stores these values.
+    """
+
+    sample_rate: int = 16000  # Hz
+    n_mfcc: int = 40
+    n_fft: int = 512  # samples (32 ms)
+    hop_length: int = 160  # samples (10 ms)
+    n_mels: int = 64
+    deltas: bool = True
+    window_seconds: float = 3.0  # fixed training window; inference pools over time
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Options of ``multimodal analyze``."""
+
+    fps: float = 2.0  # frames sampled per second of video
+    segment: float = 3.0  # segment length, seconds
+    fusion: str = "weighted_mean"
+    visual_model: Path = DEFAULT_VISUAL_MODEL
+    audio_model: Path = DEFAULT_AUDIO_MODEL
+    detector: str = "haar"
+    max_faces: int = 20  # per frame, largest first
+    min_face: int = 32  # pixels, on the decoded frame
+    detect_width: int = 640  # frames are decoded at most this wide for detection
+    silence_db: float = -45.0  # segment RMS (dBFS) below which audio is "no evidence"
+    batch_size: int = 64
+    quiet: bool = False
+    force: bool = False
+    extra: dict = field(default_factory=dict)

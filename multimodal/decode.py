@@ -1,0 +1,181 @@
+"""Reading media as streams with bounded memory.
+
+Everything goes through the ffmpeg binary that ships in the
+``imageio-ffmpeg`` wheel (the one moviepy uses), so no system ffmpeg is needed:
+
+* :func:`probe` reads duration, streams and frame size;
+* :func:`iter_frames` yields sampled grayscale or RGB frames one at a time
+  (ffmpeg's ``fps`` filter does the sampling, so unsampled frames are never
+  converted or copied);
+* :func:`extract_audio` writes the audio track as 16 kHz mono WAV to a
+  temporary file that :class:`AudioReader` then reads segment by segment.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from multimodal.errors import InputError
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: Path
+    duration: float  # seconds
+    has_video: bool
+    has_audio: bool
+    width: int = 0  # display size, after any rotation
+    height: int = 0
+    fps: float = 0.0
+    video_codec: str = ""
+    audio_codec: str = ""
+
+
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_VIDEO = re.compile(r"Stream #\S+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
+_FPS = re.compile(r"([\d.]+) (?:fps|tbr)")
+_AUDIO = re.compile(r"Stream #\S+.*?: Audio: (\w+)")
+_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees|rotate\s*:\s*(-?\d+)")
+
+
+_MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"}
+
+
+def _looks_like_mp4(path: Path) -> bool:
+    """Whether the file starts like an ISO-BMFF/QuickTime file (a box header)."""
+    with open(path, "rb") as fh:
+        return fh.read(8)[4:8] in _MP4_BOXES
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Describe a media file, or raise :class:`InputError` naming the cause."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    try:
+        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                              capture_output=True, text=True, errors="replace", timeout=60)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"{path}: ffmpeg timed out reading the header") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    text = proc.stderr
+    if "Permission denied" in text:
+        raise InputError(f"{path}: permission denied")
+    if "moov atom not found" in text:
+        if not _looks_like_mp4(path):
+            raise InputError(f"{path}: not a media file ffmpeg can decode")
+        raise InputError(f"{path}: truncated or incomplete video (no index: 'moov atom not found')")
+    if "Invalid data found" in text or "Stream #" not in text:
+        raise InputError(f"{path}: not a media file ffmpeg can decode")
+    video, audio = _VIDEO.search(text), _AUDIO.search(text)
+    if not video and not audio:
+        raise InputError(f"{path}: no video or audio stream")
+    dur = _DURATION.search(text)
+    duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else 0.0
+    width = height = 0
+    fps = 0.0
+    if video:
+        width, height = int(video.group(2)), int(video.group(3))
+        line = text[video.start():].split("\n", 1)[0]
+        m = _FPS.search(line)
+        fps = float(m.group(1)) if m else 0.0
+        rot = _ROTATION.search(text)
+        if rot and abs(round(float(rot.group(1) or rot.group(2)))) % 180 == 90:
+            width, height = height, width  # ffmpeg auto-rotates on decode
+    return MediaInfo(path, duration, bool(video), bool(audio), width, height, fps,
+                     video.group(1) if video else "", audio.group(1) if audio else "")
+
+
+def decode_size(info: MediaInfo, max_width: int) -> tuple[int, int]:
+    """Frame size after downscaling to at most ``max_width`` (both even)."""
+    scale = min(1.0, max_width / info.width) if info.width else 1.0
+    w = max(2, int(round(info.width * scale / 2)) * 2)
+    h = max(2, int(round(info.height * scale / 2)) * 2)
+    return w, h
+
+
+def iter_frames(info: MediaInfo, fps: float, max_width: int = 640, color: bool = False
+                ) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(time_seconds, frame)`` for frames sampled at ``fps`` per second.
+
+    Frames are ``uint8`` of shape (h, w) in grayscale, or (h, w, 3) RGB with
+    ``color``, at most ``max_width`` wide. One frame is in memory at a time.
+    Raises :class:`InputError` if ffmpeg fails before the end of the stream.
+    """
+    w, h = decode_size(info, max_width)
+    channels = 3 if color else 1
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(info.path), "-an", "-sn",
+           "-vf", f"fps={fps},scale={w}:{h}", "-f", "rawvideo", "-pix_fmt", "rgb24" if color else "gray", "pipe:1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=w * h * channels * 4)
+    frame_bytes = w * h * channels
+    index = 0
+    try:
+        while True:
+            buf = proc.stdout.read(frame_bytes)
+            if len(buf) < frame_bytes:
+                break
+            frame = np.frombuffer(buf, np.uint8).reshape((h, w, 3) if color else (h, w))
+            yield index / fps, frame
+            index += 1
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        code = proc.wait()
+    if code != 0 or ("Invalid data" in err or "corrupt" in err.lower()) and index == 0:
+        first = next((ln for ln in err.splitlines() if ln.strip()), f"ffmpeg exit code {code}")
+        raise InputError(f"{info.path}: video decoding failed after {index / fps:.1f} s ({first.strip()[:160]})")
+
+
+def extract_audio(info: MediaInfo, wav_path: Path, sample_rate: int = 16000) -> Path:
+    """Write the audio track as mono 16-bit WAV at ``sample_rate`` Hz."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(info.path),
+           "-vn", "-sn", "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav", str(wav_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    if proc.returncode != 0 or not wav_path.exists() or wav_path.stat().st_size <= 44:
+        first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), "no audio decoded")
+        raise InputError(f"{info.path}: audio decoding failed ({first.strip()[:160]})")
+    return wav_path
+
+
+class AudioReader:
+    """Random access to a WAV file by time, without loading it whole."""
+
+    def __init__(self, wav_path: Path):
+        import soundfile as sf
+        self._file = sf.SoundFile(str(wav_path))
+        self.sample_rate = self._file.samplerate
+        self.duration = self._file.frames / self.sample_rate
+
+    def read(self, start: float, end: float) -> np.ndarray:
+        """Mono float32 samples between ``start`` and ``end`` seconds."""
+        a = max(0, int(round(start * self.sample_rate)))
+        b = min(self._file.frames, int(round(end * self.sample_rate)))
+        if b <= a:
+            return np.zeros(0, np.float32)
+        self._file.seek(a)
+        return self._file.read(b - a, dtype="float32", always_2d=True).mean(axis=1)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

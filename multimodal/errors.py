@@ -1,0 +1,31 @@
+"""Errors the CLI turns into one-line messages and documented exit codes."""
+from __future__ import annotations
+
+# Exit codes, documented in README.md.
+EXIT_OK = 0
+EXIT_FAILED = 1  # some inputs of a batch failed, the others completed
+EXIT_USAGE = 2  # bad command line
+EXIT_INPUT = 3  # no usable input (missing path, no media)
+EXIT_MODEL = 4  # a model file is missing, corrupt or fails its checksum
+EXIT_OUTPUT = 5  # the output cannot be written (permissions, would overwrite)
+EXIT_INTERRUPTED = 130
+
+
+class MultimodalError(Exception):
+    """Base class: ``str(err)`` is the one-line message shown to the user."""
+
+    exit_code = EXIT_FAILED
+
+
+class InputError(MultimodalError):
+    """A media file that cannot be used (missing, empty, not media, truncated)."""
+
+    exit_code = EXIT_INPUT
+
+
+class ModelError(MultimodalError):
+    exit_code = EXIT_MODEL
+
+
+class OutputError(MultimodalError):
+    exit_code = EXIT_OUTPUT

@@ -1,0 +1,263 @@
+"""Decision-level fusion of visual and audio class probabilities.
+
+Every strategy is a small estimator in the scikit-learn manner:
+``fit(p_visual, p_audio, y)`` learns whatever it learns (from validation
+predictions, never test ones), ``predict_proba(p_visual, p_audio)`` returns the
+fused distribution. Inputs are arrays of shape (n, 7); a row of NaN means the
+modality is absent for that item. An item with one modality gets that
+modality's distribution unchanged; one with none gets a row of NaN.
+Learned parameters are plain numbers (``get_state`` / ``set_state``), so a
+fitted strategy is stored as JSON, never as a pickle.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_EPS = 1e-7
+
+
+def _present(p: np.ndarray) -> np.ndarray:
+    return ~np.isnan(p).any(axis=1)
+
+
+def _normalise(p: np.ndarray) -> np.ndarray:
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], _EPS, 1))))
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -(p * np.log(np.clip(p, _EPS, 1))).sum(axis=1)
+
+
+class FusionStrategy:
+    """Base class: handles missing modalities, subclasses fuse complete pairs."""
+
+    name = "base"
+    learns = False
+
+    def fit(self, p_visual: np.ndarray, p_audio: np.ndarray, y: np.ndarray) -> "FusionStrategy":
+        return self
+
+    def predict_proba(self, p_visual: np.ndarray, p_audio: np.ndarray) -> np.ndarray:
+        p_visual, p_audio = np.asarray(p_visual, float), np.asarray(p_audio, float)
+        out = np.full(p_visual.shape, np.nan)
+        v, a = _present(p_visual), _present(p_audio)
+        both = v & a
+        out[v & ~a] = p_visual[v & ~a]
+        out[a & ~v] = p_audio[a & ~v]
+        if both.any():
+            out[both] = self._fuse(p_visual[both], p_audio[both])
+        return out
+
+    def _fuse(self, pv: np.ndarray, pa: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def get_state(self) -> dict:
+        return {}
+
+    def set_state(self, state: dict) -> "FusionStrategy":
+        return self
+
+
+def _complete(p_visual, p_audio, y):
+    both = _present(p_visual) & _present(p_audio)
+    return p_visual[both], p_audio[both], np.asarray(y)[both]
+
+
+class MeanFusion(FusionStrategy):
+    """Arithmetic mean of the two distributions."""
+
+    name = "mean"
+
+    def _fuse(self, pv, pa):
+        return (pv + pa) / 2
+
+
+class WeightedMeanFusion(FusionStrategy):
+    """``w * visual + (1 - w) * audio``; ``fit`` picks ``w`` minimising log-loss."""
+
+    name = "weighted_mean"
+    learns = True
+
+    def __init__(self, visual_weight: float = 0.5):
+        self.visual_weight = visual_weight
+
+    def fit(self, p_visual, p_audio, y):
+        pv, pa, y = _complete(p_visual, p_audio, y)
+        grid = np.linspace(0, 1, 41)
+        self.visual_weight = float(grid[np.argmin([_log_loss(y, w * pv + (1 - w) * pa) for w in grid])])
+        return self
+
+    def _fuse(self, pv, pa):
+        return self.visual_weight * pv + (1 - self.visual_weight) * pa
+
+    def get_state(self):
+        return {"visual_weight": self.visual_weight}
+
+    def set_state(self, state):
+        self.visual_weight = float(state["visual_weight"])
+        return self
+
+
+class ProductFusion(FusionStrategy):
+    """Log-linear pooling: ``softmax(w log visual + (1 - w) log audio)``.
+
+    With ``w = 0.5`` this is the normalised product of the two (naive Bayes
+    under a uniform prior); ``fit`` picks ``w`` minimising log-loss.
+    """
+
+    name = "product"
+    learns = True
+
+    def __init__(self, visual_weight: float = 0.5):
+        self.visual_weight = visual_weight
+
+    def fit(self, p_visual, p_audio, y):
+        pv, pa, y = _complete(p_visual, p_audio, y)
+        grid = np.linspace(0, 1, 41)
+        self.visual_weight = float(grid[np.argmin([_log_loss(y, self._pool(pv, pa, w)) for w in grid])])
+        return self
+
+    @staticmethod
+    def _pool(pv, pa, w):
+        logits = w * np.log(np.clip(pv, _EPS, 1)) + (1 - w) * np.log(np.clip(pa, _EPS, 1))
+        logits -= logits.max(axis=1, keepdims=True)
+        return _normalise(np.exp(logits))
+
+    def _fuse(self, pv, pa):
+        return self._pool(pv, pa, self.visual_weight)
+
+    def get_state(self):
+        return {"visual_weight": self.visual_weight}
+
+    def set_state(self, state):
+        self.visual_weight = float(state["visual_weight"])
+        return self
+
+
+class MaxConfidenceFusion(FusionStrategy):
+    """The distribution of whichever modality is more confident (higher top probability)."""
+
+    name = "max_confidence"
+
+    def _fuse(self, pv, pa):
+        return np.where((pv.max(axis=1) >= pa.max(axis=1))[:, None], pv, pa)
+
+
+class EntropyWeightedFusion(FusionStrategy):
+    """Mean weighted per item by each modality's certainty, ``exp(-entropy / t)``.
+
+    A confident modality dominates an uncertain one item by item; ``fit``
+    picks the temperature ``t`` minimising log-loss.
+    """
+
+    name = "entropy_weighted"
+    learns = True
+
+    def __init__(self, temperature: float = 1.0):
+        self.temperature = temperature
+
+    def fit(self, p_visual, p_audio, y):
+        pv, pa, y = _complete(p_visual, p_audio, y)
+        grid = np.geomspace(0.05, 20, 30)
+        self.temperature = float(grid[np.argmin([_log_loss(y, self._mix(pv, pa, t)) for t in grid])])
+        return self
+
+    @staticmethod
+    def _mix(pv, pa, t):
+        wv, wa = np.exp(-_entropy(pv) / t), np.exp(-_entropy(pa) / t)
+        s = wv + wa
+        return (wv / s)[:, None] * pv + (wa / s)[:, None] * pa
+
+    def _fuse(self, pv, pa):
+        return self._mix(pv, pa, self.temperature)
+
+    def get_state(self):
+        return {"temperature": self.temperature}
+
+    def set_state(self, state):
+        self.temperature = float(state["temperature"])
+        return self
+
+
+class VotingFusion(FusionStrategy):
+    """One vote per modality for its top class; the summed distribution breaks ties.
+
+    Output puts mass on the voted classes (a vote is worth ``vote_mass``),
+    the rest follows the mean distribution, so it is still a distribution.
+    """
+
+    name = "voting"
+
+    def __init__(self, vote_mass: float = 0.5):
+        self.vote_mass = vote_mass
+
+    def _fuse(self, pv, pa):
+        votes = np.zeros_like(pv)
+        n = np.arange(len(pv))
+        votes[n, pv.argmax(axis=1)] += 0.5
+        votes[n, pa.argmax(axis=1)] += 0.5
+        return self.vote_mass * votes + (1 - self.vote_mass) * (pv + pa) / 2
+
+
+class StackingFusion(FusionStrategy):
+    """Logistic regression over both modalities' log-probabilities."""
+
+    name = "stacking"
+    learns = True
+
+    def __init__(self, C: float = 1.0):
+        self.C = C
+        self.coef_ = None
+        self.intercept_ = None
+
+    @staticmethod
+    def _features(pv, pa):
+        return np.hstack([np.log(np.clip(pv, _EPS, 1)), np.log(np.clip(pa, _EPS, 1))])
+
+    def fit(self, p_visual, p_audio, y):
+        from sklearn.linear_model import LogisticRegression
+        pv, pa, y = _complete(p_visual, p_audio, y)
+        k = pv.shape[1]
+        clf = LogisticRegression(C=self.C, max_iter=2000)
+        clf.fit(self._features(pv, pa), y)
+        # Classes absent from y get no column from sklearn: keep them at -inf-ish.
+        self.coef_ = np.zeros((k, 2 * k))
+        self.intercept_ = np.full(k, -20.0)
+        self.coef_[clf.classes_] = clf.coef_ if len(clf.classes_) > 2 else np.vstack([-clf.coef_, clf.coef_])
+        self.intercept_[clf.classes_] = clf.intercept_ if len(clf.classes_) > 2 else np.r_[-clf.intercept_, clf.intercept_]
+        return self
+
+    def _fuse(self, pv, pa):
+        if self.coef_ is None:
+            raise ValueError("stacking fusion is not fitted: run compare-fusion to fit it, "
+                             "or choose another --fusion")
+        z = self._features(pv, pa) @ self.coef_.T + self.intercept_
+        z -= z.max(axis=1, keepdims=True)
+        return _normalise(np.exp(z))
+
+    def get_state(self):
+        return {"C": self.C, "coef": None if self.coef_ is None else self.coef_.tolist(),
+                "intercept": None if self.intercept_ is None else self.intercept_.tolist()}
+
+    def set_state(self, state):
+        self.C = float(state.get("C", 1.0))
+        self.coef_ = None if state.get("coef") is None else np.asarray(state["coef"], float)
+        self.intercept_ = None if state.get("intercept") is None else np.asarray(state["intercept"], float)
+        return self
+
+
+STRATEGIES: dict[str, type[FusionStrategy]] = {
+    cls.name: cls for cls in (MeanFusion, WeightedMeanFusion, ProductFusion, MaxConfidenceFusion,
+                              EntropyWeightedFusion, VotingFusion, StackingFusion)}
+
+
+def make_strategy(name: str, state: dict | None = None) -> FusionStrategy:
+    """A strategy by name, with fitted parameters from ``state`` if given."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown fusion strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    strategy = STRATEGIES[name]()
+    return strategy.set_state(state) if state else strategy

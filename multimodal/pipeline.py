@@ -1,0 +1,226 @@
+"""``analyze``: one media file in, fused emotions per time segment out."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from multimodal import __version__
+from multimodal.aggregate import group_distribution
+from multimodal.audio import AudioModel, rms_dbfs
+from multimodal.config import EMOTIONS, MODELS_DIR, AnalyzeConfig
+from multimodal.decode import AudioReader, MediaInfo, extract_audio, iter_frames, probe
+from multimodal.errors import InputError, ModelError
+from multimodal.faces import Face, crop_faces, largest, make_detector, to_gray
+from multimodal.fusion import make_strategy
+from multimodal.tracking import IoUTracker
+from multimodal.visual import VisualModel
+
+MIN_DURATION = 0.5  # seconds; anything shorter holds no usable evidence
+
+
+@dataclass
+class FaceRecord:
+    time: float  # seconds
+    track_id: int
+    face: Face  # in the pixel coordinates of the original video
+    probs: np.ndarray  # (7,)
+
+
+@dataclass
+class Segment:
+    index: int
+    start: float
+    end: float
+    frames: int = 0  # sampled frames in the segment
+    faces: int = 0  # face detections in the segment
+    tracks: int = 0  # distinct people
+    visual: np.ndarray | None = None  # (7,) group distribution of the faces
+    audio: np.ndarray | None = None  # (7,)
+    audio_dbfs: float | None = None
+    fused: np.ndarray | None = None  # (7,)
+
+    @property
+    def modalities(self) -> str:
+        present = [m for m, p in (("visual", self.visual), ("audio", self.audio)) if p is not None]
+        return "+".join(present) if present else "none"
+
+    @property
+    def label(self) -> str | None:
+        return None if self.fused is None else EMOTIONS[int(np.argmax(self.fused))]
+
+    @property
+    def confidence(self) -> float | None:
+        return None if self.fused is None else float(np.max(self.fused))
+
+
+@dataclass
+class Analysis:
+    info: MediaInfo
+    segments: list[Segment]
+    faces: list[FaceRecord]
+    options: dict
+    models: dict
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the analysis
+
+
+def load_fusion_state(name: str, path: Path = MODELS_DIR / "fusion.json") -> dict | None:
+    """Fitted parameters of a fusion strategy, as ``compare-fusion --save`` stored them."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("strategies", {}).get(name)
+    except ValueError:
+        raise ModelError(f"{path}: unreadable fusion parameters") from None
+
+
+class Analyzer:
+    """Holds the loaded models and analyses files one after another."""
+
+    def __init__(self, cfg: AnalyzeConfig):
+        self.cfg = cfg
+        self.fusion = make_strategy(cfg.fusion, load_fusion_state(cfg.fusion))
+        self._visual: VisualModel | None = None
+        self._audio: AudioModel | None = None
+        self._detector = None
+
+    # Models load on first use: an audio-only batch never loads the visual model.
+    @property
+    def visual(self) -> VisualModel:
+        if self._visual is None:
+            self._visual = VisualModel(self.cfg.visual_model)
+        return self._visual
+
+    @property
+    def audio(self) -> AudioModel:
+        if self._audio is None:
+            self._audio = AudioModel(self.cfg.audio_model)
+        return self._audio
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = make_detector(self.cfg.detector, self.cfg.min_face)
+        return self._detector
+
+    def analyze(self, path: str | Path) -> Analysis:
+        started = time.perf_counter()
+        cfg = self.cfg
+        info = probe(path)
+        if info.duration < MIN_DURATION:
+            raise InputError(f"{info.path}: too short to analyse ({info.duration:.2f} s < {MIN_DURATION} s)")
+        warnings = []
+        if info.duration < cfg.segment:
+            warnings.append(f"{info.path.name}: clip ({info.duration:.1f} s) is shorter than one segment "
+                            f"({cfg.segment:g} s); it is analysed as one shorter segment")
+        n = max(1, math.ceil(info.duration / cfg.segment - 1e-6))
+        segments = [Segment(i, i * cfg.segment, min(info.duration, (i + 1) * cfg.segment)) for i in range(n)]
+        models = {}
+        if info.has_audio:
+            self._audio_pass(info, segments)
+            models["audio"] = _model_entry(self.audio.card)
+        faces: list[FaceRecord] = []
+        if info.has_video:
+            faces = self._visual_pass(info, segments)
+            models["visual"] = _model_entry(self.visual.card)
+            models["detector"] = {"name": self.cfg.detector}
+            if not faces:
+                warnings.append(f"{info.path.name}: no faces found in the video")
+        if not any(s.visual is not None or s.audio is not None for s in segments):
+            raise InputError(f"{info.path}: no usable evidence (no faces found"
+                             f"{' and the audio is silent' if info.has_audio else ' and no audio track'})")
+        pv = np.array([s.visual if s.visual is not None else np.full(7, np.nan) for s in segments])
+        pa = np.array([s.audio if s.audio is not None else np.full(7, np.nan) for s in segments])
+        fused = self.fusion.predict_proba(pv, pa)
+        for s, p in zip(segments, fused):
+            s.fused = None if np.isnan(p).any() else p
+        models["fusion"] = {"strategy": self.fusion.name, "parameters": self.fusion.get_state()}
+        options = {"fps": cfg.fps, "segment": cfg.segment, "fusion": cfg.fusion, "detector": cfg.detector,
+                   "max_faces": cfg.max_faces, "min_face": cfg.min_face, "detect_width": cfg.detect_width,
+                   "silence_db": cfg.silence_db}
+        return Analysis(info, segments, faces, options, models, warnings, time.perf_counter() - started)
+
+    def _audio_pass(self, info: MediaInfo, segments: list[Segment]) -> None:
+        """Score each segment's audio; silent segments carry no audio evidence."""
+        model = self.audio
+        with tempfile.TemporaryDirectory(prefix="multimodal-") as tmp:
+            wav = extract_audio(info, Path(tmp) / "audio.wav", model.sample_rate)
+            with AudioReader(wav) as reader:
+                chunk: list[tuple[Segment, np.ndarray]] = []
+                for s in segments:
+                    y = reader.read(s.start, s.end)
+                    s.audio_dbfs = rms_dbfs(y) if y.size else None
+                    if y.size >= model.sample_rate * 0.25 and s.audio_dbfs > self.cfg.silence_db:
+                        chunk.append((s, y))
+                    if len(chunk) >= self.cfg.batch_size or (chunk and s is segments[-1]):
+                        probs = model.predict_proba([y for _, y in chunk])
+                        for (seg, _), p in zip(chunk, probs):
+                            seg.audio = p
+                        chunk = []
+
+    def _visual_pass(self, info: MediaInfo, segments: list[Segment]) -> list[FaceRecord]:
+        """Detect, track and classify faces in frames sampled at ``cfg.fps``."""
+        from tqdm import tqdm
+        cfg = self.cfg
+        detector = self.detector
+        color = getattr(detector, "needs_color", False)
+        tracker = IoUTracker(max_gap=max(2.0, 2.5 / cfg.fps))
+        records: list[FaceRecord] = []
+        pending: list[tuple[FaceRecord, np.ndarray]] = []
+        scale = None
+        total = int(info.duration * cfg.fps) + 1
+        show = not cfg.quiet and sys.stderr.isatty()
+        bar = tqdm(total=total, unit="frame", desc=info.path.name[:30], disable=not show, leave=False)
+
+        def flush():
+            if pending:
+                probs = self.visual.predict_proba(np.stack([c for _, c in pending]), cfg.batch_size)
+                for (rec, _), p in zip(pending, probs):
+                    rec.probs = p
+                pending.clear()
+
+        seg_len = cfg.segment
+        for t, frame in iter_frames(info, cfg.fps, cfg.detect_width, color=color):
+            bar.update(1)
+            if scale is None:
+                scale = info.width / frame.shape[1] if info.width else 1.0
+            seg = segments[min(len(segments) - 1, int(t / seg_len))]
+            seg.frames += 1
+            gray = to_gray(frame)
+            found = largest(detector.detect(frame if color else gray), cfg.max_faces)
+            if not found:
+                continue
+            crops = crop_faces(gray, found, self.visual.input_size)
+            for face, track, crop in zip(found, tracker.update(t, found), crops):
+                rec = FaceRecord(t, track, face.scaled(scale), np.zeros(7))
+                records.append(rec)
+                pending.append((rec, crop))
+            if len(pending) >= cfg.batch_size:
+                flush()
+        flush()
+        bar.close()
+        by_segment: dict[int, list[FaceRecord]] = {}
+        for rec in records:
+            by_segment.setdefault(min(len(segments) - 1, int(rec.time / seg_len)), []).append(rec)
+        for i, recs in by_segment.items():
+            s = segments[i]
+            s.faces, s.tracks = len(recs), len({r.track_id for r in recs})
+            s.visual = group_distribution(np.array([r.probs for r in recs]), np.array([r.face.area for r in recs]),
+                                          np.array([r.face.score for r in recs]))
+        return records
+
+
+def _model_entry(card) -> dict:
+    return {"file": card.name, "sha256": card.sha256, "labels": list(card.labels),
+            "metrics": card.data.get("metrics", {})}
+
+
+def tool_version() -> str:
+    return __version__

@@ -1,0 +1,73 @@
+"""Pictures of an analysis: the timeline."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from multimodal.config import EMOTIONS
+
+#: One colour per emotion, kept across every picture.
+COLORS = {"angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#f5b800",
+          "sad": "#1f77b4", "surprise": "#17becf", "neutral": "#9a9a9a"}
+
+
+def _matrix(segments, attr):
+    return np.array([getattr(s, attr) if getattr(s, attr) is not None else np.full(7, np.nan) for s in segments])
+
+
+def timeline_png(a, path: Path) -> Path:
+    """Fused probabilities as stacked areas over time, visual and audio rows
+    beneath, then one row per person (their per-frame top emotion)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    segs = a.segments
+    edges = np.array([s.start for s in segs] + [segs[-1].end])
+    tracks = sorted({r.track_id for r in a.faces})
+    shown_tracks = tracks[:12]
+    rows = 3 + len(shown_tracks)
+    heights = [3, 1, 1] + [0.45] * len(shown_tracks)
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 1.2 + sum(heights) * 0.9), sharex=True,
+                             gridspec_kw={"height_ratios": heights})
+    colors = [COLORS[e] for e in EMOTIONS]
+
+    def stacked(ax, m, title):
+        x = np.repeat(edges, 2)[1:-1]  # step-shaped areas: constant within a segment
+        y = np.repeat(np.nan_to_num(m, nan=0.0), 2, axis=0).T
+        ax.stackplot(x, y, colors=colors, linewidth=0)
+        missing = np.isnan(m).any(axis=1)
+        for i in np.flatnonzero(missing):
+            ax.axvspan(edges[i], edges[i + 1], color="white", hatch="///", ec="#cccccc", lw=0)
+        ax.set_ylim(0, 1)
+        ax.set_yticks([])
+        ax.set_ylabel(title, rotation=0, ha="right", va="center")
+
+    stacked(axes[0], _matrix(segs, "fused"), "fused")
+    stacked(axes[1], _matrix(segs, "visual"), "faces")
+    stacked(axes[2], _matrix(segs, "audio"), "voice")
+    half = 0.5 / a.options["fps"]
+    for ax, tid in zip(axes[3:], shown_tracks):
+        recs = [r for r in a.faces if r.track_id == tid]
+        for r in recs:
+            ax.axvspan(r.time - half, r.time + half, color=COLORS[EMOTIONS[int(np.argmax(r.probs))]], lw=0)
+        ax.set_yticks([])
+        ax.set_ylabel(f"person {tid}", rotation=0, ha="right", va="center")
+    axes[-1].set_xlim(edges[0], edges[-1])
+    axes[-1].set_xlabel("time (s)")
+    title = f"{a.info.path.name}: emotions over time"
+    if len(tracks) > len(shown_tracks):
+        title += f" (first {len(shown_tracks)} of {len(tracks)} people shown)"
+    axes[0].set_title(title)
+    fig.legend(handles=[Patch(color=COLORS[e], label=e) for e in EMOTIONS] +
+               [Patch(facecolor="white", hatch="///", edgecolor="#aaaaaa", label="no evidence")],
+               loc="lower center", ncol=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,44 @@
+"""The facial-expression model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from multimodal.config import EMOTIONS
+from multimodal.models import ModelCard, load_keras_model, read_card
+
+
+class VisualModel:
+    """A facial-expression classifier behind a verified model card.
+
+    The network takes raw grayscale pixels (its card's ``input``); any scaling
+    is inside the model.
+    """
+
+    def __init__(self, model_path: str | Path):
+        self.card: ModelCard = read_card(model_path, "visual")
+        self.model = load_keras_model(self.card)
+        shape = self.model.input_shape  # (None, h, w, 1)
+        self.input_size = int(shape[1])
+        missing = set(EMOTIONS) - set(self.card.labels)
+        if missing:
+            from multimodal.errors import ModelError
+            raise ModelError(f"{model_path}: card lacks labels {sorted(missing)}")
+        self._order = [self.card.labels.index(name) for name in EMOTIONS]
+
+    def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Probabilities over :data:`EMOTIONS` for ``uint8`` crops of shape (n, s, s).
+
+        Returns float64 array of shape (n, 7).
+        """
+        if len(crops) == 0:
+            return np.zeros((0, len(EMOTIONS)))
+        if crops.shape[1] != self.input_size:
+            import cv2
+            crops = np.stack([cv2.resize(c, (self.input_size, self.input_size), interpolation=cv2.INTER_AREA)
+                              for c in crops])
+        x = crops[..., None].astype(np.float32)
+        out = [np.asarray(self.model.predict_on_batch(x[i:i + batch_size]))
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out).astype(np.float64)[:, self._order]

@@ -1,0 +1,108 @@
+"""An epoch loop that survives interruption.
+
+Each epoch ends with the full model (weights and optimizer state) written to
+``checkpoints/last.keras`` and the loop's own state to ``checkpoints/state.json``,
+both atomically, so a killed run resumes where it stopped with ``resume=True``.
+Early stopping watches a validation metric and keeps the best model in
+``checkpoints/best.keras``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs completed
+    best_metric: float = -math.inf
+    best_epoch: int = -1
+    stale_epochs: int = 0
+    history: list = field(default_factory=list)
+
+
+def setup_logging(out_dir: Path, name: str) -> logging.Logger:
+    """Log to ``out_dir/train.log`` and to stderr."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger(name)
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    for handler in (logging.FileHandler(out_dir / "train.log"), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+    return log
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], object],
+                  validation: tuple[np.ndarray, np.ndarray], out_dir: Path, *, epochs: int,
+                  patience: int, resume: bool, log: logging.Logger,
+                  batch_size: int = 128) -> tuple[keras.Model, RunState]:
+    """Train epoch by epoch with checkpoints and early stopping on validation accuracy.
+
+    Parameters
+    ----------
+    build : returns a freshly compiled model (used when not resuming)
+    train_data : ``epoch -> tf.data.Dataset``; seeding it by epoch makes a
+        resumed run see the same data order it would have seen
+    validation : ``(x, y)`` arrays for early stopping
+    Returns the best model (by validation accuracy) and the final state.
+    """
+    ckpt = out_dir / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    last, best, state_file = ckpt / "last.keras", ckpt / "best.keras", ckpt / "state.json"
+    if resume and last.exists() and state_file.exists():
+        model = keras.saving.load_model(last, safe_mode=True)
+        state = RunState(**json.loads(state_file.read_text()))
+        log.info("resumed from %s after epoch %d (best val_acc %.4f at epoch %d)",
+                 last, state.epoch, state.best_metric, state.best_epoch)
+    else:
+        if resume:
+            log.info("nothing to resume in %s; starting afresh", ckpt)
+        model, state = build(), RunState()
+    verbose = 1 if sys.stderr.isatty() else 2
+    x_val, y_val = validation
+    while state.epoch < epochs and state.stale_epochs < patience:
+        started = time.time()
+        hist = model.fit(train_data(state.epoch), epochs=state.epoch + 1, initial_epoch=state.epoch,
+                         verbose=verbose)
+        val = model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
+        state.epoch += 1
+        record = {"epoch": state.epoch, "seconds": round(time.time() - started, 1),
+                  **{k: float(v[-1]) for k, v in hist.history.items()},
+                  **{f"val_{k}": float(v) for k, v in val.items()}}
+        state.history.append(record)
+        if record["val_accuracy"] > state.best_metric:
+            state.best_metric, state.best_epoch, state.stale_epochs = record["val_accuracy"], state.epoch, 0
+            save_model_atomic(model, best)
+        else:
+            state.stale_epochs += 1
+        save_model_atomic(model, last)
+        _write_json_atomic(asdict(state), state_file)
+        log.info("epoch %d/%d %s", state.epoch, epochs,
+                 " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
+    if state.stale_epochs >= patience:
+        log.info("early stop: no val_accuracy gain for %d epochs", patience)
+    return keras.saving.load_model(best, safe_mode=True), state

@@ -1,0 +1,88 @@
+"""Speech-emotion corpora: RAVDESS and TESS.
+
+Each loader returns a list of :class:`Utterance` (file, label, speaker); the
+audio itself is read later, by the feature cache.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The audio model's classes: RAVDESS's eight emotions, named as in the project.
+SPEECH_LABELS: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise")
+
+_RAVDESS_EMOTION = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
+                    "06": "fear", "07": "disgust", "08": "surprise"}
+_RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+
+#: Speaker-independent folds (Luna-Jiménez et al. 2021), by actor number.
+RAVDESS_FOLDS: tuple[tuple[int, ...], ...] = (
+    (2, 5, 14, 15, 16), (3, 6, 7, 13, 18), (10, 11, 12, 19, 20), (8, 17, 21, 23, 24), (1, 4, 9, 22))
+
+_TESS_EMOTION = {"neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "angry", "fear": "fear",
+                 "disgust": "disgust", "ps": "surprise", "pleasant_surprise": "surprise",
+                 "pleasant_surprised": "surprise", "surprise": "surprise", "surprised": "surprise"}
+AUDIO_FILE_SUFFIXES = (".wav", ".flac")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    path: Path
+    label: str  # one of SPEECH_LABELS
+    speaker: str  # "ravdess-02", "tess-OAF"
+    fold: int | None = None  # RAVDESS fold of the speaker; None for TESS
+
+
+def parse_ravdess_name(name: str) -> dict | None:
+    """Fields of a RAVDESS file name ``MM-VV-EE-II-SS-RR-AA``, or None."""
+    m = _RAVDESS_NAME.match(Path(name).stem)
+    if not m or m.group(3) not in _RAVDESS_EMOTION:
+        return None
+    modality, channel, emo, intensity, statement, rep, actor = m.groups()
+    return {"modality": modality, "channel": channel, "emotion": _RAVDESS_EMOTION[emo],
+            "intensity": intensity, "statement": statement, "repetition": rep, "actor": int(actor)}
+
+
+def ravdess_fold(actor: int) -> int:
+    for i, actors in enumerate(RAVDESS_FOLDS):
+        if actor in actors:
+            return i
+    raise ValueError(f"actor {actor} is in no RAVDESS fold")
+
+
+def load_ravdess(root: str | Path) -> list[Utterance]:
+    """All speech files below ``root`` (``Actor_XX/`` folders, ``.wav`` or ``.flac``)."""
+    out = []
+    for path in sorted(Path(root).rglob("*")):
+        if path.suffix.lower() not in AUDIO_FILE_SUFFIXES:
+            continue
+        fields = parse_ravdess_name(path.name)
+        if fields is None or fields["channel"] != "01":  # 02 is song
+            continue
+        actor = fields["actor"]
+        out.append(Utterance(path, fields["emotion"], f"ravdess-{actor:02d}", ravdess_fold(actor)))
+    return out
+
+
+def load_tess(root: str | Path) -> list[Utterance]:
+    """TESS files (``OAF_back_angry.wav``, ``YAF_…``) below ``root``."""
+    out = []
+    for path in sorted(Path(root).rglob("*")):
+        if path.suffix.lower() not in AUDIO_FILE_SUFFIXES:
+            continue
+        parts = path.stem.split("_")
+        if len(parts) < 3 or parts[0].upper() not in ("OAF", "YAF"):
+            continue
+        emotion = _TESS_EMOTION.get("_".join(parts[2:]).lower())
+        if emotion:
+            out.append(Utterance(path, emotion, f"tess-{parts[0].upper()}"))
+    return out
+
+
+def load_speech_corpus(root: str | Path) -> list[Utterance]:
+    """RAVDESS and/or TESS files found below ``root``."""
+    items = load_ravdess(root) + load_tess(root)
+    if not items:
+        raise FileNotFoundError(f"{root}: no RAVDESS or TESS speech files found")
+    return items
