@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"analyze": cmd_analyze, "train": cmd_train, "evaluate": cmd_evaluate,
                 "compare-fusion": cmd_compare_fusion}
     try:
+        if args.command != "analyze":  # analyze imports Keras only if it needs a model
+            from multimodal.models import import_keras
+            import_keras()
         return handlers[args.command](args)
     except MultimodalError as err:
         _say(f"error: {err}")

@@ -50,6 +50,12 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def export_model(source: Path, target: Path) -> None:
+    """Write ``source`` to ``target`` without optimizer state: the file that ships."""
+    model = keras.saving.load_model(source, compile=False, safe_mode=True)
+    save_model_atomic(model, target)
+
+
 def _write_json_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=2))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,8 @@ def write_report(out_dir: str | Path, title: str, sections: dict[str, dict], not
     out_dir = Path(out_dir)
     md = [f"# {title}", ""] + [f"- {n}" for n in notes] + [""]
     for name, m in sections.items():
-        png = plot_confusion(m["confusion_matrix"], m["labels"], out_dir / f"confusion_{name}.png",
+        slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+        png = plot_confusion(m["confusion_matrix"], m["labels"], out_dir / f"confusion_{slug}.png",
                              f"{title}\n{name}")
         md += [f"## {name}", "", metrics_markdown(m), "", f"![confusion matrix]({png.name})", ""]
     report = {"title": title, "notes": notes, "sections": sections, **(extra or {})}

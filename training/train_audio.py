@@ -126,7 +126,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     from multimodal.models import write_card
     from training.audio_models import cnn1d
     from training.evaluate import evaluate_audio_arrays
-    from training.loop import fit_resumable, save_model_atomic, setup_logging
+    from training.loop import export_model, fit_resumable, setup_logging
 
     out = Path(cfg.out)
     log = setup_logging(out, "train_audio")
@@ -166,7 +166,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     model, state = fit_resumable(build, train_data, (x_val, y[va]), out, epochs=cfg.epochs,
                                  patience=cfg.patience, resume=cfg.resume, log=log)
     model_path = out / "model.keras"
-    save_model_atomic(model, model_path)
+    export_model(out / "checkpoints" / "best.keras", model_path)
     x_test = centre_window(feats[te, 0], frames).astype(np.float32)
     probs = model.predict(x_test, batch_size=128, verbose=0)
     summary = evaluate_audio_arrays(y[te], probs, out / "report",

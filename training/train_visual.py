@@ -58,7 +58,7 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
     import keras
 
     from training.fer2013 import load_fer2013
-    from training.loop import fit_resumable, save_model_atomic, setup_logging
+    from training.loop import export_model, fit_resumable, setup_logging
     from training.visual_models import BACKBONES
 
     if cfg.backbone not in BACKBONES:
@@ -92,18 +92,27 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
         (x_va[..., None].astype("float32"), y_va), out, epochs=cfg.epochs, patience=cfg.patience,
         resume=cfg.resume, log=log)
     model_path = out / "model.keras"
-    save_model_atomic(model, model_path)
+    export_model(out / "checkpoints" / "best.keras", model_path)
     log.info("best PublicTest accuracy %.4f at epoch %d; model at %s", state.best_metric, state.best_epoch, model_path)
 
-    from training.evaluate import evaluate_visual_model, write_card
-    summary = evaluate_visual_model(model_path, cfg.data, out / "report", split="PrivateTest", cache_dir=cache)
-    write_card(model_path, kind="visual", labels=None, training={
-        "dataset": "FER2013", "train_split": "Training" + (f" (first {cfg.limit})" if cfg.limit else ""),
-        "selection_split": "PublicTest", "test_split": "PrivateTest", "backbone": cfg.backbone,
-        "epochs_run": state.epoch, "best_epoch": state.best_epoch,
-        "best_publictest_accuracy": round(state.best_metric, 4), "seed": cfg.seed,
-        "platform": platform.platform()}, metrics=summary)
-    log.info("PrivateTest: %s", {k: summary[k] for k in ("accuracy", "macro_f1") if k in summary})
+    from multimodal.config import EMOTIONS
+    from multimodal.models import write_card
+    from training.evaluate import evaluate_visual_model
+    summary = evaluate_visual_model(model_path, cfg.data, out / "report", split="PrivateTest", flip=True,
+                                    cache_dir=cache)
+    write_card(model_path, "visual", EMOTIONS,
+               input={"shape": [48, 48, 1], "dtype": "float32",
+                      "description": "grayscale face crop, pixel values 0-255 (scaling is inside the model)"},
+               preprocessing="square face box widened 10% per side, grayscale, resized to 48x48 (INTER_AREA)",
+               training={"dataset": "FER2013", "train_split": "Training" + (f" (random {cfg.limit})" if cfg.limit else ""),
+                         "selection_split": "PublicTest (early stopping, best epoch)", "test_split": "PrivateTest",
+                         "backbone": cfg.backbone, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+                         "best_publictest_accuracy": round(state.best_metric, 4), "seed": cfg.seed,
+                         "augmentation": "horizontal flip, rotation +-10 deg, shift +-10%, zoom +-10%",
+                         "platform": platform.platform()},
+               metrics=summary)
+    log.info("PrivateTest: accuracy %.4f, macro-F1 %.4f (flip averaging: %.4f)", summary["accuracy"],
+             summary["macro_f1"], summary["flip_accuracy"])
     return summary
 
 

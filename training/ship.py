@@ -1,0 +1,54 @@
+"""Copy a training run's model into ``models/`` with its card and report.
+
+    python -m training.ship RUN_DIR models/NAME.keras [--metric accuracy] [--extra card-extra.json]
+
+The model is re-saved without optimizer state, its card carried over with a
+new checksum, and the run's report copied to ``models/reports/NAME/``. An
+existing model is replaced only if the new one scores higher on ``--metric``
+(or with ``--force``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+
+def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict | None = None) -> str:
+    from multimodal.models import card_path, write_card
+    from training.loop import export_model
+    card = json.loads(card_path(run / "model.keras").read_text())
+    new = card["metrics"][metric]
+    if target.exists() and card_path(target).exists() and not force:
+        old = json.loads(card_path(target).read_text())["metrics"].get(metric, float("-inf"))
+        if new <= old:
+            return f"kept {target.name}: {metric} {old:.4f} >= new {new:.4f}"
+    export_model(run / "model.keras", target)
+    fields = {k: v for k, v in card.items() if k not in ("kind", "file", "labels", "sha256", "size_bytes")}
+    fields.update(extra or {})
+    reports = target.parent / "reports" / target.stem
+    if (run / "report").is_dir():
+        shutil.rmtree(reports, ignore_errors=True)
+        shutil.copytree(run / "report", reports)
+        fields["report"] = str(reports.relative_to(target.parent) / "report.md")
+    write_card(target, card["kind"], card["labels"], **fields)
+    return f"shipped {target.name}: {metric} {new:.4f}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path)
+    p.add_argument("target", type=Path)
+    p.add_argument("--metric", default="accuracy")
+    p.add_argument("--extra", type=Path, help="JSON object merged into the card")
+    p.add_argument("--force", action="store_true")
+    a = p.parse_args(argv)
+    extra = json.loads(a.extra.read_text()) if a.extra else None
+    print(ship(a.run, a.target, a.metric, a.force, extra))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
