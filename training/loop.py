@@ -51,8 +51,14 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
 
 
 def export_model(source: Path, target: Path) -> None:
-    """Write ``source`` to ``target`` without optimizer state: the file that ships."""
+    """Write ``source`` to ``target`` without optimizer state: the file that ships.
+
+    Any card beside ``target`` described the previous file, so it is removed;
+    the caller writes the new one.
+    """
+    from multimodal.models import card_path
     model = keras.saving.load_model(source, compile=False, safe_mode=True)
+    card_path(target).unlink(missing_ok=True)
     save_model_atomic(model, target)
 
 

@@ -1,0 +1,230 @@
+"""Training, evaluation and fusion comparison at tiny scale on generated data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+
+from multimodal.cli import main
+from multimodal.config import EMOTIONS
+from tests.conftest import SHARED_DATA
+from tests.media import speech_like
+
+FOLDER_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def _fake_faces(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose brightness pattern depends on the label, so a model can learn something."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 7
+    x = rng.integers(0, 60, (n, 48, 48)).astype(np.uint8)
+    for i, c in enumerate(y):
+        x[i, :, c * 6:(c + 1) * 6] += 150
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def fer_dirs(tmp_path_factory):
+    """The same fake FER2013 as the original CSV and as the folder layout."""
+    root = tmp_path_factory.mktemp("fer")
+    rows = []
+    for usage, n, seed in (("Training", 140, 0), ("PublicTest", 35, 1), ("PrivateTest", 35, 2)):
+        x, y = _fake_faces(n, seed)
+        sub = root / "folders" / ("train" if usage == "Training" else "test")
+        for i, (img, label) in enumerate(zip(x, y)):
+            d = sub / FOLDER_NAMES[label]
+            d.mkdir(parents=True, exist_ok=True)
+            name = f"{usage}_{i:05d}.png" if usage != "Training" else f"{i:05d}.png"
+            cv2.imwrite(str(d / name), img)
+            rows.append(f"{label},{' '.join(map(str, img.ravel()))},{usage}")
+    (root / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ravdess_dir(tmp_path_factory):
+    """RAVDESS-named speech for actors of folds 0 (2), 1 (3) and 2 (10, 11): WAV at 48 kHz stereo and FLAC."""
+    root = tmp_path_factory.mktemp("ravdess")
+    for actor in (2, 3, 10, 11):
+        d = root / f"Actor_{actor:02d}"
+        d.mkdir()
+        for emo in range(1, 9):
+            for rep in (1, 2):
+                y = speech_like(1.2, 48000, seed=actor * 100 + emo * 10 + rep) * (0.3 + 0.08 * emo)
+                name = f"03-01-{emo:02d}-01-01-{rep:02d}-{actor:02d}"
+                if rep == 1:
+                    sf.write(d / f"{name}.wav", np.stack([y, y], axis=1), 48000)
+                else:
+                    sf.write(d / f"{name}.flac", y, 48000)
+    return root
+
+
+def test_fer_loaders_agree_on_both_layouts(fer_dirs):
+    from training.fer2013 import load_fer2013
+    for split in ("Training", "PublicTest", "PrivateTest"):
+        xc, yc = load_fer2013(fer_dirs / "fer2013.csv", split)
+        xf, yf = load_fer2013(fer_dirs / "folders", split)
+        order_c, order_f = np.lexsort((xc.reshape(len(xc), -1).sum(1), yc)), np.lexsort((xf.reshape(len(xf), -1).sum(1), yf))
+        assert xc.shape == xf.shape and xc.dtype == np.uint8
+        np.testing.assert_array_equal(np.sort(yc), np.sort(yf))
+        np.testing.assert_array_equal(xc[order_c], xf[order_f])
+    with pytest.raises(ValueError, match="unknown FER2013 split"):
+        load_fer2013(fer_dirs / "fer2013.csv", "Validation")
+
+
+def test_train_resume_and_evaluate_visual(fer_dirs, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(run), "--batch-size", "32"]
+    assert main(args + ["--epochs", "2"]) == 0
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    # An interrupted run resumes from its checkpoint instead of starting again.
+    assert main(args + ["--epochs", "3", "--resume"]) == 0
+    assert "resumed from" in (run / "train.log").read_text()
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["epoch"] == 3
+    card = json.loads((run / "model.json").read_text())
+    assert card["labels"] == list(EMOTIONS) and card["training"]["test_split"] == "PrivateTest"
+    assert 0 <= card["metrics"]["accuracy"] <= 1 and "flip_accuracy" in card["metrics"]
+    for f in ("report.md", "report.json", "confusion_privatetest.png"):
+        assert (run / "report" / f).exists(), f
+    out = tmp_path / "eval"
+    assert main(["evaluate", "visual", "--model", str(run / "model.keras"), "--data", str(fer_dirs / "fer2013.csv"),
+                 "--out", str(out), "--flip"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["sections"]["PrivateTest"]["n"] == 35 and "PrivateTest + flip averaging" in rep["sections"]
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_inception_resnet_v2_builds_trains_saves_loads(tmp_path):
+    import keras
+
+    from training.visual_models import inception_resnet_v2
+    model = inception_resnet_v2(75)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=False)
+    x, y = _fake_faces(4, 0)
+    model.train_on_batch(x[..., None].astype("float32"), y)
+    path = tmp_path / "irv2.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+    p = loaded.predict(x[..., None].astype("float32"), verbose=0)
+    assert p.shape == (4, 7) and np.allclose(p.sum(1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 75"):
+        inception_resnet_v2(48)
+
+
+def test_imagenet_weights_are_never_downloaded(fer_dirs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code = main(["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(tmp_path / "r"),
+                 "--backbone", "inception_resnet_v2", "--weights", "imagenet", "--epochs", "1"])
+    assert code != 0 and "never downloads" in capsys.readouterr().err
+
+
+def test_speech_corpus_names():
+    from training.speech_datasets import load_tess, parse_ravdess_name, ravdess_fold
+    f = parse_ravdess_name("03-01-05-02-01-02-16.wav")
+    assert f["emotion"] == "angry" and f["actor"] == 16 and ravdess_fold(16) == 0
+    assert parse_ravdess_name("notes.wav") is None and parse_ravdess_name("03-01-09-01-01-01-01.wav") is None
+
+
+def test_tess_loader(tmp_path):
+    from training.speech_datasets import load_tess
+    for name in ("OAF_back_angry.wav", "YAF_dog_ps.wav", "YAF_dog_neutral.flac", "README.wav"):
+        sf.write(tmp_path / name, speech_like(0.3), 16000)
+    items = sorted((u.path.name, u.label, u.speaker) for u in load_tess(tmp_path))
+    assert items == [("OAF_back_angry.wav", "angry", "tess-OAF"), ("YAF_dog_neutral.flac", "neutral", "tess-YAF"),
+                     ("YAF_dog_ps.wav", "surprise", "tess-YAF")]
+
+
+def test_train_and_evaluate_audio(ravdess_dir, tmp_path, capsys):
+    run = tmp_path / "audio"
+    args = ["train", "audio", "--data", str(ravdess_dir), "--out", str(run), "--epochs", "2"]
+    assert main(args) == 0
+    cache = list((run / "cache").glob("speech-features-*.npy"))
+    assert len(cache) == 1
+    stamp = cache[0].stat().st_mtime_ns
+    card = json.loads((run / "model.json").read_text())
+    assert card["training"]["test_actors"] == [2, 5, 14, 15, 16] and card["features"]["n_mfcc"] == 40
+    assert {"accuracy_8class", "accuracy_7class", "uar", "macro_f1"} <= set(card["metrics"])
+    out = tmp_path / "eval"
+    assert main(["evaluate", "audio", "--model", str(run / "model.keras"), "--data", str(ravdess_dir),
+                 "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["sections"]["8-class"]["n"] == 16 and "7-class (calm = neutral)" in rep["sections"]
+    assert (out / "confusion_8_class.png").exists()
+    # the model plugs into analyze
+    from multimodal.audio import AudioModel
+    p = AudioModel(run / "model.keras").predict_proba([speech_like(3.0), speech_like(2.0)])
+    assert p.shape == (2, 7) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert cache[0].stat().st_mtime_ns == stamp  # evaluation did not touch the training cache
+
+
+def test_feature_cache_is_reused(ravdess_dir, tmp_path, monkeypatch):
+    from multimodal.config import AudioFeatureConfig
+    from training import train_audio as ta
+    from training.speech_datasets import load_speech_corpus
+    items = load_speech_corpus(ravdess_dir)[:4]
+    aug = ta.AugmentConfig(copies=1)
+    first = ta.compute_features(items, AudioFeatureConfig(), aug, 0, tmp_path)
+    monkeypatch.setattr("multimodal.audio.load_audio", lambda *a, **k: pytest.fail("recomputed"))
+    again = ta.compute_features(items, AudioFeatureConfig(), aug, 0, tmp_path)
+    np.testing.assert_array_equal(first, again)
+    assert first.shape[:2] == (4, 2)
+
+
+def test_compare_fusion_on_pseudo_pairs(fer_dirs, ravdess_dir, tiny_models, tmp_path, capsys):
+    out = tmp_path / "cf"
+    code = main(["compare-fusion", "--fer", str(fer_dirs / "folders"), "--ravdess", str(ravdess_dir),
+                 "--visual-model", str(tiny_models["visual"]), "--audio-model", str(tiny_models["audio"]),
+                 "--out", str(out), "--bootstrap", "50"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    from multimodal.fusion import STRATEGIES
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["results"]) == {"visual only", "audio only", *STRATEGIES}
+    assert rep["n_test"] == 16 and rep["n_validation"] == 16
+    for name, m in rep["results"].items():
+        assert name in printed
+        lo, hi = m["ci95"]["accuracy"]
+        assert lo <= m["accuracy"] <= hi
+    assert "independent given the label" in (out / "report.md").read_text()
+    assert (out / "accuracy.png").exists() and (out / "confusion_stacking.png").exists()
+    # Same seed, same numbers.
+    main(["compare-fusion", "--fer", str(fer_dirs / "folders"), "--ravdess", str(ravdess_dir),
+          "--visual-model", str(tiny_models["visual"]), "--audio-model", str(tiny_models["audio"]),
+          "--out", str(tmp_path / "cf2"), "--bootstrap", "50"])
+    again = json.loads((tmp_path / "cf2" / "report.json").read_text())
+    assert again["results"]["stacking"]["ci95"] == rep["results"]["stacking"]["ci95"]
+
+
+def test_compare_fusion_on_real_clips(tiny_models, tmp_path):
+    from tests.media import write_video
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for actor in (2, 3):
+        for emo in (3, 4):
+            write_video(clips / f"01-01-{emo:02d}-01-01-01-{actor:02d}.mp4", 2.0)
+    out = tmp_path / "cf"
+    assert main(["compare-fusion", "--clips", str(clips), "--visual-model", str(tiny_models["visual"]),
+                 "--audio-model", str(tiny_models["audio"]), "--out", str(out), "--bootstrap", "20"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["n_test"] == 2 and rep["n_validation"] == 2
+
+
+def test_compare_fusion_needs_data(tmp_path, capsys):
+    assert main(["compare-fusion", "--out", str(tmp_path)]) == 3
+    assert "needs --clips" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_shared_datasets_load_as_documented():
+    from training.fer2013 import load_fer2013
+    from training.speech_datasets import load_ravdess
+    x, y = load_fer2013(SHARED_DATA / "fer2013", "PrivateTest")
+    assert x.shape == (3589, 48, 48) and np.bincount(y, minlength=7)[EMOTIONS.index("disgust")] == 55
+    items = load_ravdess(SHARED_DATA / "ravdess_speech")
+    assert len(items) == 1440
+    assert sorted({int(u.speaker[-2:]) for u in items if u.fold == 0}) == [2, 5, 14, 15, 16]

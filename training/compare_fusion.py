@@ -1,0 +1,325 @@
+"""Score every fusion strategy on the same paired audio-visual data.
+
+Two kinds of pairs:
+
+* **Real clips** (``--clips``): labelled audio-visual videos run through the
+  ``analyze`` pipeline, one prediction per clip (segment distributions
+  averaged, weighted by duration). Labels come from RAVDESS video names
+  (``01-01-EE-…`` / ``02-01-EE-…``; the actor's fold decides test or
+  validation) or from ``manifest.csv`` (``path,label[,split]``; without a
+  split column a seeded half of the clips is validation).
+* **Pseudo-pairs** (``--fer`` and ``--ravdess``): each RAVDESS utterance of
+  held-out actors is paired with a FER2013 face of the same emotion (calm
+  counts as neutral), drawn with a seeded generator. Test pairs: RAVDESS
+  fold 0 with FER2013 PrivateTest. Validation pairs, from which strategies
+  learn: RAVDESS fold 1 with PublicTest. Pseudo-pairs make the two
+  modalities independent given the label, which real clips are not: they
+  show what fusion can gain at best.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from multimodal.config import EMOTIONS
+from training.metrics import (bootstrap_ci, classification_metrics, cross_entropy, expected_calibration_error,
+                              plot_confusion, write_text_atomic)
+
+PSEUDO_NOTE = ("Pseudo-pairs join a face and a voice that share only the label, so the modalities are "
+               "independent given the label; in real clips they are correlated (same person, same moment), "
+               "and fusion gains are smaller.")
+
+
+@dataclass
+class PairedPredictions:
+    """Both modalities' 7-class probabilities for the same items; NaN rows = absent."""
+
+    visual: np.ndarray  # (n, 7)
+    audio: np.ndarray  # (n, 7)
+    y: np.ndarray  # (n,)
+    description: str
+
+
+# ---------------------------------------------------------------- pseudo-pairs
+
+def _seven_class(label: str) -> int:
+    return EMOTIONS.index("neutral" if label == "calm" else label)
+
+
+def pair_indices(face_labels: np.ndarray, voice_labels: np.ndarray, seed: int) -> np.ndarray:
+    """For each voice, the index of a random face with the same label (seeded)."""
+    rng = np.random.default_rng(seed)
+    by_label = {c: np.flatnonzero(face_labels == c) for c in np.unique(face_labels)}
+    out = np.empty(len(voice_labels), dtype=int)
+    for i, c in enumerate(voice_labels):
+        if c not in by_label:
+            raise ValueError(f"no face with label {EMOTIONS[c]} to pair with")
+        out[i] = rng.choice(by_label[c])
+    return out
+
+
+def _cached(cache: Path, key: str, compute):
+    path = cache / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
+    if path.exists():
+        return np.load(path)
+    value = compute()
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path.with_suffix(".tmp.npy"), value)
+    os.replace(path.with_suffix(".tmp.npy"), path)
+    return value
+
+
+def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path, cache: Path, seed: int
+                 ) -> tuple[PairedPredictions, PairedPredictions]:
+    """Validation and test pseudo-pairs with both models' predictions (cached by model checksum)."""
+    from multimodal.audio import AudioModel
+    from multimodal.models import sha256_of
+    from multimodal.visual import VisualModel
+    from training.fer2013 import load_fer2013
+    from training.speech_datasets import load_ravdess
+    from training.train_audio import CLIP_SECONDS
+
+    vsum, asum = sha256_of(visual_model), sha256_of(audio_model)
+    vm = am = None
+    utterances = load_ravdess(ravdess)
+    out = []
+    for split, fold in (("PublicTest", 1), ("PrivateTest", 0)):
+        x, yf = load_fer2013(fer, split, cache)
+
+        def faces():
+            nonlocal vm
+            vm = vm or VisualModel(visual_model)
+            return vm.predict_proba(x, batch_size=256)
+
+        pv_all = _cached(cache, f"visual|{vsum}|{Path(fer).resolve()}|{split}", faces)
+        items = [u for u in utterances if u.fold == fold]
+        if not items:
+            raise FileNotFoundError(f"{ravdess}: no utterances of RAVDESS fold {fold}")
+
+        def voices():
+            from multimodal.audio import fix_length, load_audio
+            nonlocal am
+            am = am or AudioModel(audio_model)
+            sr, window = am.sample_rate, int(am.features.window_seconds * am.sample_rate)
+            clips = [fix_length(fix_length(load_audio(u.path, sr), int(CLIP_SECONDS * sr)), window) for u in items]
+            return np.concatenate([am.predict_proba(clips[i:i + 64]) for i in range(0, len(clips), 64)])
+
+        pa = _cached(cache, f"audio|{asum}|{[str(u.path) for u in items]}", voices)
+        y = np.array([_seven_class(u.label) for u in items])
+        idx = pair_indices(yf, y, seed + fold)
+        out.append(PairedPredictions(pv_all[idx], pa, y, f"RAVDESS fold {fold} voices x FER2013 {split} faces"))
+    return out[0], out[1]
+
+
+# ---------------------------------------------------------------- real clips
+
+def clip_labels(root: Path, seed: int) -> list[tuple[Path, int, str]]:
+    """``(path, label, "test"|"validation")`` for RAVDESS-named videos or a manifest."""
+    from training.speech_datasets import parse_ravdess_name, ravdess_fold
+    manifest = root / "manifest.csv" if root.is_dir() else root
+    rows = []
+    if manifest.is_file() and manifest.suffix == ".csv":
+        rng = np.random.default_rng(seed)
+        with open(manifest, newline="") as fh:
+            for r in csv.DictReader(fh):
+                path = (manifest.parent / r["path"]).resolve()
+                split = r.get("split") or ("validation" if rng.random() < 0.5 else "test")
+                rows.append((path, _seven_class(r["label"].strip().lower()), split))
+        return rows
+    for path in sorted(root.rglob("*")):
+        fields = parse_ravdess_name(path.name)
+        if fields and fields["modality"] in ("01", "02") and path.suffix.lower() in (".mp4", ".mov", ".avi", ".mkv"):
+            fold = ravdess_fold(fields["actor"])
+            if fold in (0, 1):
+                rows.append((path, _seven_class(fields["emotion"]), "test" if fold == 0 else "validation"))
+    if not rows:
+        raise FileNotFoundError(f"{root}: no labelled clips (RAVDESS video names of folds 0-1, or manifest.csv)")
+    return rows
+
+
+def real_clip_pairs(root: Path, visual_model: Path, audio_model: Path, cache: Path, seed: int
+                    ) -> tuple[PairedPredictions, PairedPredictions]:
+    from dataclasses import replace
+
+    from multimodal.config import AnalyzeConfig
+    from multimodal.errors import MultimodalError
+    from multimodal.models import sha256_of
+    from multimodal.pipeline import Analyzer
+    analyzer = Analyzer(replace(AnalyzeConfig(), visual_model=visual_model, audio_model=audio_model, quiet=True))
+    key = f"{sha256_of(visual_model)}|{sha256_of(audio_model)}"
+    parts = {"validation": [], "test": []}
+    for path, label, split in clip_labels(root, seed):
+        def run():
+            try:
+                a = analyzer.analyze(path)
+            except MultimodalError as err:
+                print(f"warning: skipped {err}", file=sys.stderr)
+                return np.full((2, 7), np.nan)
+            return np.stack([_duration_mean(a.segments, "visual"), _duration_mean(a.segments, "audio")])
+        pv_pa = _cached(cache, f"clip|{key}|{path.resolve()}|{path.stat().st_mtime_ns}", run)
+        if not np.isnan(pv_pa).all():
+            parts[split].append((pv_pa[0], pv_pa[1], label))
+    out = []
+    for split in ("validation", "test"):
+        rows = parts[split]
+        if not rows:
+            raise FileNotFoundError(f"{root}: no usable {split} clips")
+        out.append(PairedPredictions(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
+                                     np.array([r[2] for r in rows]), f"real clips ({split}) from {root}"))
+    return out[0], out[1]
+
+
+def _duration_mean(segments, attr: str) -> np.ndarray:
+    rows = [(getattr(s, attr), s.end - s.start) for s in segments if getattr(s, attr) is not None]
+    if not rows:
+        return np.full(7, np.nan)
+    return np.sum([p * w for p, w in rows], axis=0) / sum(w for _, w in rows)
+
+
+# ---------------------------------------------------------------- scoring
+
+def _accuracy(y, p):
+    return float(np.mean(p.argmax(axis=1) == y))
+
+
+def _macro_f1(y, p):
+    from sklearn.metrics import f1_score
+    return float(f1_score(y, p.argmax(axis=1), labels=list(range(7)), average="macro", zero_division=0))
+
+
+def score_methods(val: PairedPredictions, test: PairedPredictions, n_boot: int, seed: int) -> dict:
+    """Fit each strategy on validation pairs, score all methods on test pairs."""
+    from multimodal.fusion import STRATEGIES, make_strategy
+    methods = {"visual only": (test.visual, {}), "audio only": (test.audio, {})}
+    fitted = {}
+    for name in STRATEGIES:
+        s = make_strategy(name).fit(val.visual, val.audio, val.y)
+        fitted[name] = s.get_state()
+        methods[name] = (s.predict_proba(test.visual, test.audio), fitted[name])
+    keep = ~np.isnan(test.visual).any(1) | ~np.isnan(test.audio).any(1)
+    y = test.y[keep]
+    results = {}
+    for name, (p, state) in methods.items():
+        p = p[keep]
+        ok = ~np.isnan(p).any(axis=1)
+        # An absent modality predicts nothing: score it as a uniform guess, not by dropping items.
+        p = np.where(ok[:, None], p, 1 / 7)
+        m = classification_metrics(y, p, EMOTIONS)
+        m["ci95"] = {k: bootstrap_ci(y, p, f, n_boot, seed) for k, f in
+                     (("accuracy", _accuracy), ("macro_f1", _macro_f1), ("cross_entropy", cross_entropy),
+                      ("ece", expected_calibration_error))}
+        m["parameters"] = state
+        results[name] = m
+    return {"results": results, "fitted": fitted, "n_test": int(keep.sum()), "n_validation": int(len(val.y)),
+            "probs": {name: methods[name][0][keep] for name in methods}, "y": y}
+
+
+def paired_difference_ci(y, p_a, p_b, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """Accuracy of ``a`` minus ``b`` on the same items, with a paired bootstrap 95% interval."""
+    ca, cb = (p_a.argmax(1) == y).astype(float), (p_b.argmax(1) == y).astype(float)
+    rng = np.random.default_rng(seed)
+    diffs = [np.mean(ca[i] - cb[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(n_boot))]
+    return float(np.mean(ca - cb)), float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
+
+
+def _table(results: dict) -> list[str]:
+    lines = ["| method | accuracy (95% CI) | macro-F1 (95% CI) | cross-entropy | ECE | " +
+             " | ".join(f"F1 {e}" for e in EMOTIONS) + " |", "|---" * (5 + len(EMOTIONS)) + "|"]
+    for name, m in results.items():
+        ci = m["ci95"]
+        lines.append(f"| {name} | {m['accuracy']:.3f} ({ci['accuracy'][0]:.3f}–{ci['accuracy'][1]:.3f}) | "
+                     f"{m['macro_f1']:.3f} ({ci['macro_f1'][0]:.3f}–{ci['macro_f1'][1]:.3f}) | "
+                     f"{m['cross_entropy']:.3f} | {m['ece']:.3f} | " +
+                     " | ".join(f"{m['per_class'][e]['f1']:.2f}" for e in EMOTIONS) + " |")
+    return lines
+
+
+def _bar_chart(results: dict, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(results)
+    acc = [results[n]["accuracy"] for n in names]
+    lo = [results[n]["accuracy"] - results[n]["ci95"]["accuracy"][0] for n in names]
+    hi = [results[n]["ci95"]["accuracy"][1] - results[n]["accuracy"] for n in names]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    colors = ["#888888" if n.endswith("only") else "#1f77b4" for n in names]
+    ax.bar(names, acc, yerr=[lo, hi], color=colors, capsize=4)
+    ax.set_ylabel("accuracy (95% bootstrap CI)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run_compare_fusion(args) -> dict:
+    from multimodal.config import MODELS_DIR
+    from multimodal.errors import InputError, OutputError
+    out = Path(args.out)
+    cache = out / "cache"
+    if args.clips:
+        val, test = real_clip_pairs(args.clips, args.visual_model, args.audio_model, cache, args.seed)
+        notes = [f"Test: {test.description}; validation: {val.description}.",
+                 "Real clips: faces and voice come from the same person and moment."]
+    elif args.fer and args.ravdess:
+        val, test = pseudo_pairs(args.fer, args.ravdess, args.visual_model, args.audio_model, cache, args.seed)
+        notes = [f"Test pairs: {test.description}; validation pairs (all fitting): {val.description}.",
+                 PSEUDO_NOTE,
+                 "The audio model used RAVDESS fold 1 for early stopping, so its validation predictions are "
+                 "slightly optimistic; weights fitted there may lean towards audio."]
+    else:
+        raise InputError("compare-fusion needs --clips DIR, or both --fer and --ravdess for pseudo-pairs")
+    scored = score_methods(val, test, args.bootstrap, args.seed)
+    results = scored["results"]
+    singles = ("visual only", "audio only")
+    better_single = max(singles, key=lambda n: results[n]["accuracy"])
+    best = max((n for n in results if n not in singles), key=lambda n: results[n]["accuracy"])
+    diff = paired_difference_ci(scored["y"], scored["probs"][best], scored["probs"][better_single],
+                                args.bootstrap, args.seed)
+    verdict = (f"Best strategy: {best}, accuracy {results[best]['accuracy']:.3f} against {better_single} "
+               f"{results[better_single]['accuracy']:.3f}: difference {diff[0]:+.3f}, paired bootstrap 95% CI "
+               f"{diff[1]:+.3f} to {diff[2]:+.3f} ({'outside' if diff[1] > 0 else 'not outside'} the interval of no gain).")
+    lines = ["# Fusion strategies compared", ""] + [f"- {n}" for n in notes] + [
+        f"- {scored['n_test']} test items, {scored['n_validation']} validation items; bootstrap {args.bootstrap} "
+        f"resamples, seed {args.seed}.", f"- {verdict}", ""] + _table(results) + [
+        "", "![accuracy](accuracy.png)", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    _bar_chart(results, out / "accuracy.png", f"Fusion on {test.description}")
+    for name, m in results.items():
+        slug = name.replace(" ", "_")
+        plot_confusion(m["confusion_matrix"], EMOTIONS, out / f"confusion_{slug}.png", f"{name}\n{test.description}")
+        lines.append(f"![{name}](confusion_{slug}.png)")
+    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
+    report = {"notes": notes, "test": test.description, "validation": val.description, "verdict": verdict,
+              "best": best, "better_single": better_single, "difference": diff, "results": results,
+              "n_test": scored["n_test"], "n_validation": scored["n_validation"], "seed": args.seed}
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2))
+    print("\n".join(_table(results)))
+    print(verdict)
+    print(f"report: {out / 'report.md'}")
+    if args.save:
+        target = MODELS_DIR / "fusion.json"
+        if target.exists() and not args.force:
+            raise OutputError(f"{target}: already exists (use --force to replace it)")
+        write_text_atomic(target, json.dumps({
+            "fitted_on": val.description, "seed": args.seed,
+            "visual_model_sha256": _sha(args.visual_model), "audio_model_sha256": _sha(args.audio_model),
+            "strategies": scored["fitted"]}, indent=2) + "\n")
+        print(f"fitted strategies saved to {target}")
+    return report
+
+
+def _sha(path):
+    from multimodal.models import sha256_of
+    return sha256_of(path)
