@@ -98,6 +98,7 @@ class AudioModel:
         feat = self.card.data.get("features", {})
         self.features = AudioFeatureConfig(**{k: v for k, v in feat.items() if k in asdict(AudioFeatureConfig())})
         self.model = load_keras_model(self.card)
+        import librosa.feature  # noqa: F401  (a slow first import, paid at load time rather than mid-analysis)
 
     @property
     def sample_rate(self) -> int:

@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face detector (%(default)s)")
     a.add_argument("--max-faces", type=_positive(int), default=defaults.max_faces,
                    help="faces per frame, largest first (%(default)s)")
-    a.add_argument("--no-pictures", action="store_true", help="skip the timeline picture")
+    a.add_argument("--no-pictures", action="store_true", help="skip timeline.png and report.html")
+    a.add_argument("--annotate", action="store_true",
+                   help="also write annotated.mp4: boxes, person ids and labels drawn on the video")
     a.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     a.add_argument("--force", action="store_true", help="replace existing results")
 
@@ -158,7 +160,8 @@ def cmd_analyze(args) -> int:
             result = analyzer.analyze(path)
             for w in result.warnings:
                 _say(f"warning: {w}")
-            write_analysis(result, target, force=cfg.force, pictures=not args.no_pictures)
+            write_analysis(result, target, force=cfg.force, pictures=not args.no_pictures,
+                           annotate=args.annotate)
             done += 1
             if not cfg.quiet:
                 print(summary_text(result, target), flush=True)

@@ -41,12 +41,14 @@ class HaarDetector:
 
     ``min_neighbors`` is stricter than OpenCV's usual 3-5: at a few sampled
     frames per second a missed frame costs little, while a false face would
-    become a spurious person in the tracks.
+    become a spurious person in the tracks. ``scale_factor`` 1.2 halves the
+    cost of OpenCV's 1.1 (half as many pyramid levels), the largest share of
+    analysis time.
     """
 
     name = "haar"
 
-    def __init__(self, min_size: int = 32, scale_factor: float = 1.1, min_neighbors: int = 8):
+    def __init__(self, min_size: int = 32, scale_factor: float = 1.2, min_neighbors: int = 8):
         path = getattr(getattr(cv2, "data", None), "haarcascades", None)
         if not path or not hasattr(cv2, "CascadeClassifier"):
             raise ModelError("this OpenCV build has no Haar cascades (OpenCV 5 dropped them); "

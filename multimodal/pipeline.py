@@ -69,6 +69,11 @@ class Analysis:
     models: dict
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the analysis
+    #: per track, up to THUMBNAILS_PER_TRACK (score, time, 96x96 uint8 face) of its clearest detections
+    thumbnails: dict[int, list[tuple[float, float, np.ndarray]]] = field(default_factory=dict)
+
+
+THUMBNAILS_PER_TRACK = 3
 
 
 def load_fusion_state(name: str, path: Path = MODELS_DIR / "fusion.json") -> dict | None:
@@ -127,8 +132,9 @@ class Analyzer:
             self._audio_pass(info, segments)
             models["audio"] = _model_entry(self.audio.card)
         faces: list[FaceRecord] = []
+        thumbnails: dict = {}
         if info.has_video:
-            faces = self._visual_pass(info, segments)
+            faces = self._visual_pass(info, segments, thumbnails)
             models["visual"] = _model_entry(self.visual.card)
             models["detector"] = {"name": self.cfg.detector}
             if not faces:
@@ -145,7 +151,7 @@ class Analyzer:
         options = {"fps": cfg.fps, "segment": cfg.segment, "fusion": cfg.fusion, "detector": cfg.detector,
                    "max_faces": cfg.max_faces, "min_face": cfg.min_face, "detect_width": cfg.detect_width,
                    "silence_db": cfg.silence_db}
-        return Analysis(info, segments, faces, options, models, warnings, time.perf_counter() - started)
+        return Analysis(info, segments, faces, options, models, warnings, time.perf_counter() - started, thumbnails)
 
     def _audio_pass(self, info: MediaInfo, segments: list[Segment]) -> None:
         """Score each segment's audio; silent segments carry no audio evidence."""
@@ -165,8 +171,11 @@ class Analyzer:
                             seg.audio = p
                         chunk = []
 
-    def _visual_pass(self, info: MediaInfo, segments: list[Segment]) -> list[FaceRecord]:
-        """Detect, track and classify faces in frames sampled at ``cfg.fps``."""
+    def _visual_pass(self, info: MediaInfo, segments: list[Segment], thumbnails: dict) -> list[FaceRecord]:
+        """Detect, track and classify faces in frames sampled at ``cfg.fps``.
+
+        Fills ``thumbnails`` with each track's clearest faces, for reports.
+        """
         from tqdm import tqdm
         cfg = self.cfg
         detector = self.detector
@@ -202,6 +211,7 @@ class Analyzer:
                 rec = FaceRecord(t, track, face.scaled(scale), np.zeros(7))
                 records.append(rec)
                 pending.append((rec, crop))
+                _keep_thumbnail(thumbnails.setdefault(track, []), face.score * face.area, t, gray, face)
             if len(pending) >= cfg.batch_size:
                 flush()
         flush()
@@ -215,6 +225,14 @@ class Analyzer:
             s.visual = group_distribution(np.array([r.probs for r in recs]), np.array([r.face.area for r in recs]),
                                           np.array([r.face.score for r in recs]))
         return records
+
+
+def _keep_thumbnail(kept: list, quality: float, t: float, gray: np.ndarray, face: Face) -> None:
+    """Keep the ``THUMBNAILS_PER_TRACK`` best faces of a track (by score x area)."""
+    if len(kept) < THUMBNAILS_PER_TRACK or quality > kept[-1][0]:
+        kept.append((quality, t, crop_faces(gray, [face], 96)[0]))
+        kept.sort(key=lambda k: -k[0])
+        del kept[THUMBNAILS_PER_TRACK:]
 
 
 def _model_entry(card) -> dict:

@@ -24,7 +24,8 @@ from multimodal.pipeline import Analysis, tool_version
 
 SEGMENT_COLUMNS = (["segment", "start", "end", "frames", "faces", "people", "modalities", "label", "confidence",
                     "audio_dbfs"] + [f"{m}_{e}" for m in ("visual", "audio", "fused") for e in EMOTIONS]
-                   + ["valence_positive", "valence_negative", "valence_neutral"])
+                   + ["valence_positive", "valence_negative", "valence_neutral",
+                      "group_valence_positive", "group_valence_negative", "group_valence_neutral"])
 FACE_COLUMNS = ["time", "segment", "track_id", "x", "y", "w", "h", "detection_score", "label", "confidence"] + \
                [f"p_{e}" for e in EMOTIONS]
 
@@ -42,9 +43,10 @@ def segment_rows(a: Analysis) -> list[dict]:
         for m, p in (("visual", s.visual), ("audio", s.audio), ("fused", s.fused)):
             for j, e in enumerate(EMOTIONS):
                 row[f"{m}_{e}"] = None if p is None else _r(p[j])
-        v = valence(s.fused)
-        for k in ("positive", "negative", "neutral"):
-            row[f"valence_{k}"] = None if v is None else _r(v[k])
+        for prefix, dist in (("valence", s.fused), ("group_valence", s.visual)):
+            v = valence(dist)
+            for k in ("positive", "negative", "neutral"):
+                row[f"{prefix}_{k}"] = None if v is None else _r(v[k])
         rows.append(row)
     return rows
 
@@ -67,13 +69,19 @@ def track_summaries(a: Analysis) -> list[dict]:
     for r in a.faces:
         tracks.setdefault(r.track_id, []).append(r)
     step = 1.0 / a.options["fps"]
+    seg_len, n = a.options["segment"], len(a.segments)
     out = []
     for tid, recs in sorted(tracks.items()):
         mean = np.mean([r.probs for r in recs], axis=0)
+        per_segment: dict[int, list] = {}
+        for r in recs:
+            per_segment.setdefault(min(n - 1, int(r.time / seg_len)), []).append(r.probs)
+        over_time = [{"segment": i, "label": EMOTIONS[int(np.argmax(np.mean(p, axis=0)))],
+                      "confidence": _r(np.max(np.mean(p, axis=0)))} for i, p in sorted(per_segment.items())]
         out.append({"track_id": tid, "first_seen": _r(recs[0].time, 3), "last_seen": _r(recs[-1].time, 3),
                     "detections": len(recs), "seconds_on_screen": _r(len(recs) * step, 2),
                     "dominant": EMOTIONS[int(np.argmax(mean))],
-                    "mean": {e: _r(mean[j]) for j, e in enumerate(EMOTIONS)}})
+                    "mean": {e: _r(mean[j]) for j, e in enumerate(EMOTIONS)}, "over_time": over_time})
     return out
 
 
@@ -140,8 +148,10 @@ def check_writable(target: Path, force: bool) -> None:
         raise OutputError(f"{parent}: output directory is not writable")
 
 
-def write_analysis(a: Analysis, target: Path, force: bool = False, pictures: bool = True) -> Path:
-    """Write ``segments.csv``, ``faces.csv``, ``analysis.json`` (and pictures) into ``target``."""
+def write_analysis(a: Analysis, target: Path, force: bool = False, pictures: bool = True,
+                   annotate: bool = False) -> Path:
+    """Write ``segments.csv``, ``faces.csv``, ``analysis.json``, and with ``pictures``
+    ``timeline.png`` and ``report.html``, with ``annotate`` ``annotated.mp4``, into ``target``."""
     check_writable(target, force)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -152,9 +162,14 @@ def write_analysis(a: Analysis, target: Path, force: bool = False, pictures: boo
         _write_csv(tmp / "segments.csv", SEGMENT_COLUMNS, doc["segments"])
         _write_csv(tmp / "faces.csv", FACE_COLUMNS, doc["faces"])
         if pictures:
+            from multimodal.html_report import html_report
             from multimodal.plots import timeline_png
             timeline_png(a, tmp / "timeline.png")
-            doc["files"] = sorted(p.name for p in tmp.iterdir()) + ["analysis.json"]
+            (tmp / "report.html").write_text(html_report(a, doc, tmp / "timeline.png"))
+        if annotate and a.info.has_video:
+            from multimodal.annotate import annotate_video
+            annotate_video(a, tmp / "annotated.mp4")
+        doc["files"] = sorted([p.name for p in tmp.iterdir()] + ["analysis.json"])
         (tmp / "analysis.json").write_text(json.dumps(doc, indent=2))
         os.chmod(tmp, 0o755)
         if target.exists():

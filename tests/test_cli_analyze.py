@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -196,3 +197,35 @@ def test_module_entry_point(tiny_models, face_video, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "dominant emotion" in proc.stdout
     assert "Traceback" not in proc.stderr and "oneDNN" not in proc.stderr
+
+
+def test_people_tracks_report_and_annotated_video(tiny_models, tmp_path):
+    import cv2
+
+    from multimodal.decode import iter_frames, probe
+    video = write_video(tmp_path / "two.mp4", 4.0, faces=2, size=(640, 360))
+    assert run(tiny_models, video, "-o", tmp_path / "out", "--annotate") == EXIT_OK
+    out = tmp_path / "out" / "two"
+    faces = pd.read_csv(out / "faces.csv")
+    # two people in every sampled frame, each keeping one id throughout
+    assert sorted(faces["track_id"].unique()) == [1, 2]
+    assert all(sorted(ids) == [1, 2] for _, ids in faces.groupby("time")["track_id"])
+    spread = faces.groupby("track_id")["x"].agg(["min", "max"])
+    assert (spread["max"] - spread["min"] < 40).all()  # each id stays with one drifting face
+    assert abs(spread["min"].iloc[0] - spread["min"].iloc[1]) > 100
+    doc = json.loads((out / "analysis.json").read_text())
+    assert [t["detections"] for t in doc["tracks"]] == [8, 8]
+    assert all(len(t["over_time"]) == 2 for t in doc["tracks"])
+    seg = pd.read_csv(out / "segments.csv")
+    assert (seg["people"] == 2).all()
+    assert seg[["group_valence_positive", "group_valence_negative", "group_valence_neutral"]].sum(1).round(3).eq(1).all()
+    info = probe(out / "annotated.mp4")
+    assert info.has_video and info.has_audio and info.duration == pytest.approx(4.0, abs=0.3)
+    _, frame = next(iter_frames(info, 1.0, color=True))
+    original = next(iter_frames(probe(video), 1.0, color=True))[1]
+    assert np.abs(frame.astype(int) - original.astype(int)).mean() > 1  # something was drawn
+    timeline = cv2.imread(str(out / "timeline.png"))
+    assert timeline is not None and timeline.shape[1] > 800
+    html = (out / "report.html").read_text()
+    assert "Person 1" in html and "Person 2" in html and html.count("data:image/png;base64,") >= 3
+    assert "http://" not in html and "https://" not in html  # self-contained
