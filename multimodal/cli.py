@@ -14,7 +14,7 @@ from pathlib import Path
 from multimodal import __version__
 from multimodal.config import MEDIA_EXTENSIONS, AnalyzeConfig
 from multimodal.errors import (EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError,
-                               ModelError, MultimodalError, OutputError)
+                               ModelError, MultimodalError)
 
 
 def _positive(kind):
@@ -131,7 +131,7 @@ def _say(msg: str) -> None:
 
 def cmd_analyze(args) -> int:
     from multimodal.pipeline import Analyzer
-    from multimodal.report import check_writable, output_dir_for, summary_text, write_analysis
+    from multimodal.report import check_writable, ensure_output_dir, output_dir_for, summary_text, write_analysis
     cfg = replace(AnalyzeConfig(), fps=args.fps, segment=args.segment, fusion=args.fusion,
                   visual_model=args.visual_model, audio_model=args.audio_model, detector=args.detector,
                   max_faces=args.max_faces, quiet=args.quiet, force=args.force)
@@ -141,14 +141,7 @@ def cmd_analyze(args) -> int:
     if not files:
         return EXIT_INPUT
     out_root = args.out
-    if out_root.exists() and not out_root.is_dir():
-        raise OutputError(f"{out_root}: exists and is not a directory")
-    try:
-        out_root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{out_root}: cannot create output directory ({err.strerror})") from None
-    if not os.access(out_root, os.W_OK | os.X_OK):
-        raise OutputError(f"{out_root}: output directory is not writable")
+    ensure_output_dir(out_root)
     analyzer = Analyzer(cfg)
     taken: set[str] = set()
     failures: list[int] = [EXIT_INPUT] * len(errors)

@@ -5,7 +5,7 @@ so a run can be described completely by the values it was given.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 #: The project's one label order (FER2013's original order).
@@ -58,4 +58,3 @@ class AnalyzeConfig:
     batch_size: int = 64
     quiet: bool = False
     force: bool = False
-    extra: dict = field(default_factory=dict)

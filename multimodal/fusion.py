@@ -76,10 +76,10 @@ class MeanFusion(FusionStrategy):
         return (pv + pa) / 2
 
 
-class WeightedMeanFusion(FusionStrategy):
-    """``w * visual + (1 - w) * audio``; ``fit`` picks ``w`` minimising log-loss."""
+class _VisualWeightFusion(FusionStrategy):
+    """A rule with one parameter, the visual weight ``w`` in [0, 1], fitted by
+    minimising log-loss over a grid."""
 
-    name = "weighted_mean"
     learns = True
 
     def __init__(self, visual_weight: float = 0.5):
@@ -88,47 +88,15 @@ class WeightedMeanFusion(FusionStrategy):
     def fit(self, p_visual, p_audio, y):
         pv, pa, y = _complete(p_visual, p_audio, y)
         grid = np.linspace(0, 1, 41)
-        self.visual_weight = float(grid[np.argmin([_log_loss(y, w * pv + (1 - w) * pa) for w in grid])])
-        return self
-
-    def _fuse(self, pv, pa):
-        return self.visual_weight * pv + (1 - self.visual_weight) * pa
-
-    def get_state(self):
-        return {"visual_weight": self.visual_weight}
-
-    def set_state(self, state):
-        self.visual_weight = float(state["visual_weight"])
-        return self
-
-
-class ProductFusion(FusionStrategy):
-    """Log-linear pooling: ``softmax(w log visual + (1 - w) log audio)``.
-
-    With ``w = 0.5`` this is the normalised product of the two (naive Bayes
-    under a uniform prior); ``fit`` picks ``w`` minimising log-loss.
-    """
-
-    name = "product"
-    learns = True
-
-    def __init__(self, visual_weight: float = 0.5):
-        self.visual_weight = visual_weight
-
-    def fit(self, p_visual, p_audio, y):
-        pv, pa, y = _complete(p_visual, p_audio, y)
-        grid = np.linspace(0, 1, 41)
-        self.visual_weight = float(grid[np.argmin([_log_loss(y, self._pool(pv, pa, w)) for w in grid])])
+        self.visual_weight = float(grid[np.argmin([_log_loss(y, self._combine(pv, pa, w)) for w in grid])])
         return self
 
     @staticmethod
-    def _pool(pv, pa, w):
-        logits = w * np.log(np.clip(pv, _EPS, 1)) + (1 - w) * np.log(np.clip(pa, _EPS, 1))
-        logits -= logits.max(axis=1, keepdims=True)
-        return _normalise(np.exp(logits))
+    def _combine(pv, pa, w):
+        raise NotImplementedError
 
     def _fuse(self, pv, pa):
-        return self._pool(pv, pa, self.visual_weight)
+        return self._combine(pv, pa, self.visual_weight)
 
     def get_state(self):
         return {"visual_weight": self.visual_weight}
@@ -136,6 +104,32 @@ class ProductFusion(FusionStrategy):
     def set_state(self, state):
         self.visual_weight = float(state["visual_weight"])
         return self
+
+
+class WeightedMeanFusion(_VisualWeightFusion):
+    """``w * visual + (1 - w) * audio``."""
+
+    name = "weighted_mean"
+
+    @staticmethod
+    def _combine(pv, pa, w):
+        return w * pv + (1 - w) * pa
+
+
+class ProductFusion(_VisualWeightFusion):
+    """Log-linear pooling: ``softmax(w log visual + (1 - w) log audio)``.
+
+    With ``w = 0.5`` this is the normalised product of the two (naive Bayes
+    under a uniform prior).
+    """
+
+    name = "product"
+
+    @staticmethod
+    def _combine(pv, pa, w):
+        logits = w * np.log(np.clip(pv, _EPS, 1)) + (1 - w) * np.log(np.clip(pa, _EPS, 1))
+        logits -= logits.max(axis=1, keepdims=True)
+        return _normalise(np.exp(logits))
 
 
 class MaxConfidenceFusion(FusionStrategy):

@@ -135,17 +135,23 @@ def output_dir_for(out_root: Path, source: Path, taken: set[str]) -> Path:
     return out_root / name
 
 
+def ensure_output_dir(path: Path) -> None:
+    """Create ``path`` if needed; :class:`OutputError` if it is not a writable directory."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot create output directory ({err.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: output directory is not writable")
+
+
 def check_writable(target: Path, force: bool) -> None:
     """Fail before any work if ``target`` exists (without ``force``) or cannot be created."""
     if target.exists() and not force:
         raise OutputError(f"{target}: already exists (use --force to replace it)")
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{parent}: cannot create output directory ({err.strerror})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{parent}: output directory is not writable")
+    ensure_output_dir(target.parent)
 
 
 def write_analysis(a: Analysis, target: Path, force: bool = False, pictures: bool = True,

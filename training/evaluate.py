@@ -80,17 +80,19 @@ def evaluate_audio_arrays(y: np.ndarray, probs: np.ndarray, out_dir: str | Path,
 
 
 def evaluate_audio_model(model_path: str | Path, data: str | Path, out_dir: str | Path, test_fold: int = 0) -> dict:
-    """Score an audio model on the utterances of one RAVDESS fold."""
+    """Score an audio model on the utterances of one RAVDESS fold.
+
+    Each utterance is scored on the centre window the model was trained on
+    (``features.window_seconds`` of the card), as in training's own test.
+    """
     from multimodal.audio import fix_length, load_audio, mfcc_features
+    from multimodal.config import AudioFeatureConfig
     from multimodal.models import card_path, read_card
     from training.speech_datasets import RAVDESS_FOLDS, load_ravdess
     from training.train_audio import CLIP_SECONDS
-    from multimodal.config import AudioFeatureConfig
-    import json
-    feat = AudioFeatureConfig(**json.loads(card_path(model_path).read_text())["features"]) \
-        if card_path(model_path).exists() else AudioFeatureConfig()
+    feat = AudioFeatureConfig()
     if card_path(model_path).exists():
-        read_card(model_path, "audio")
+        feat = AudioFeatureConfig(**read_card(model_path, "audio").data["features"])
     model = load_model_for_evaluation(model_path, "audio")
     items = [u for u in load_ravdess(data) if u.fold == test_fold]
     if not items:
