@@ -85,9 +85,11 @@ class MTCNNDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         out = []
-        for d in self._mtcnn.detect_faces(rgb, min_face_size=self.min_size):
+        # mtcnn 1.0 fails silently (no faces) for some min_face_size values, so
+        # its default pyramid is kept and small faces are dropped here.
+        for d in self._mtcnn.detect_faces(rgb):
             x, y, w, h = d["box"]
-            if d["confidence"] >= self.min_score:
+            if d["confidence"] >= self.min_score and min(w, h) >= self.min_size:
                 out.append(Face(max(0, int(x)), max(0, int(y)), int(w), int(h), float(d["confidence"])))
         return out
 

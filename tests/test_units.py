@@ -141,3 +141,11 @@ def test_shipped_models_match_their_cards():
         card = read_card(path, kind)
         assert card.data["metrics"], f"{path.name}: card has no metrics"
         assert path.stat().st_size < 10_000_000
+
+
+def test_mtcnn_detector_finds_the_fixture_face():
+    pytest.importorskip("mtcnn")
+    from multimodal.faces import MTCNNDetector
+    from tests.media import face_image
+    faces = MTCNNDetector().detect(face_image())
+    assert len(faces) == 1 and faces[0].score > 0.9 and faces[0].w > 40
