@@ -36,7 +36,8 @@ class FusionStrategy:
     """Base class: handles missing modalities, subclasses fuse complete pairs."""
 
     name = "base"
-    learns = False
+    learns = False  # fit() learns parameters from validation predictions
+    requires_fit = False  # unusable without them (the others have sensible defaults)
 
     def fit(self, p_visual: np.ndarray, p_audio: np.ndarray, y: np.ndarray) -> "FusionStrategy":
         return self
@@ -202,6 +203,7 @@ class StackingFusion(FusionStrategy):
 
     name = "stacking"
     learns = True
+    requires_fit = True
 
     def __init__(self, C: float = 1.0):
         self.C = C

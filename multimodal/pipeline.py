@@ -91,7 +91,11 @@ class Analyzer:
 
     def __init__(self, cfg: AnalyzeConfig):
         self.cfg = cfg
-        self.fusion = make_strategy(cfg.fusion, load_fusion_state(cfg.fusion))
+        state = load_fusion_state(cfg.fusion)
+        self.fusion = make_strategy(cfg.fusion, state)
+        if self.fusion.requires_fit and not state:
+            raise ModelError(f"--fusion {cfg.fusion} needs fitted parameters in {MODELS_DIR / 'fusion.json'} "
+                             "(written by 'multimodal compare-fusion --save')")
         self._visual: VisualModel | None = None
         self._audio: AudioModel | None = None
         self._detector = None

@@ -98,7 +98,8 @@ def analysis_document(a: Analysis) -> dict:
     info = a.info
     return {
         "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "multimodal", "version": tool_version(), "python": platform.python_version()},
+        "tool": {"name": "multimodal", "version": tool_version(), "python": platform.python_version(),
+                 "libraries": _library_versions()},
         "input": {"path": str(info.path), "duration": _r(info.duration, 3), "has_video": info.has_video,
                   "has_audio": info.has_audio, "width": info.width, "height": info.height, "fps": _r(info.fps, 3),
                   "video_codec": info.video_codec, "audio_codec": info.audio_codec},
@@ -112,6 +113,20 @@ def analysis_document(a: Analysis) -> dict:
         "warnings": a.warnings,
         "seconds": _r(a.seconds, 3),
     }
+
+
+def _library_versions() -> dict[str, str]:
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for name in ("keras", "tensorflow", "tensorflow-cpu", "opencv-python-headless", "librosa", "numpy", "imageio-ffmpeg"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    if "cv2" in sys.modules:
+        out["opencv"] = sys.modules["cv2"].__version__
+    return out
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
