@@ -98,7 +98,8 @@ class AudioModel:
         feat = self.card.data.get("features", {})
         self.features = AudioFeatureConfig(**{k: v for k, v in feat.items() if k in asdict(AudioFeatureConfig())})
         self.model = load_keras_model(self.card)
-        import librosa.feature  # noqa: F401  (a slow first import, paid at load time rather than mid-analysis)
+        # librosa's first call imports and compiles a good deal: pay it at load time, not mid-analysis.
+        self.predict_proba([np.zeros(self.sample_rate, np.float32)])
 
     @property
     def sample_rate(self) -> int:

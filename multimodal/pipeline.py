@@ -69,6 +69,7 @@ class Analysis:
     models: dict
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the analysis
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     #: per track, up to THUMBNAILS_PER_TRACK (score, time, 96x96 uint8 face) of its clearest detections
     thumbnails: dict[int, list[tuple[float, float, np.ndarray]]] = field(default_factory=dict)
 
@@ -132,13 +133,25 @@ class Analyzer:
         n = max(1, math.ceil(info.duration / cfg.segment - 1e-6))
         segments = [Segment(i, i * cfg.segment, min(info.duration, (i + 1) * cfg.segment)) for i in range(n)]
         models = {}
+        timings = {}
+        # Models load on first use; loading is timed apart from the stages.
+        t0 = time.perf_counter()
         if info.has_audio:
+            self.audio
+        if info.has_video:
+            self.visual, self.detector
+        timings["model_loading"] = time.perf_counter() - t0
+        if info.has_audio:
+            t0 = time.perf_counter()
             self._audio_pass(info, segments)
             models["audio"] = _model_entry(self.audio.card)
+            timings["audio"] = time.perf_counter() - t0
         faces: list[FaceRecord] = []
         thumbnails: dict = {}
         if info.has_video:
+            t0 = time.perf_counter()
             faces = self._visual_pass(info, segments, thumbnails)
+            timings["video"] = time.perf_counter() - t0
             models["visual"] = _model_entry(self.visual.card)
             models["detector"] = {"name": self.cfg.detector}
             if not faces:
@@ -155,7 +168,8 @@ class Analyzer:
         options = {"fps": cfg.fps, "segment": cfg.segment, "fusion": cfg.fusion, "detector": cfg.detector,
                    "max_faces": cfg.max_faces, "min_face": cfg.min_face, "detect_width": cfg.detect_width,
                    "silence_db": cfg.silence_db}
-        return Analysis(info, segments, faces, options, models, warnings, time.perf_counter() - started, thumbnails)
+        return Analysis(info, segments, faces, options, models, warnings, time.perf_counter() - started,
+                        timings, thumbnails)
 
     def _audio_pass(self, info: MediaInfo, segments: list[Segment]) -> None:
         """Score each segment's audio; silent segments carry no audio evidence."""

@@ -112,6 +112,7 @@ def analysis_document(a: Analysis) -> dict:
         "tracks": track_summaries(a),
         "warnings": a.warnings,
         "seconds": _r(a.seconds, 3),
+        "stage_seconds": {k: _r(v, 3) for k, v in a.timings.items()},
     }
 
 
