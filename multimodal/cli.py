@@ -125,6 +125,11 @@ def collect_inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
     return files, errors
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -163,6 +168,9 @@ def cmd_analyze(args) -> int:
         except MultimodalError as err:
             _say(f"error: {err}")
             failures.append(err.exit_code)
+        except Exception as err:  # a bug met on one file must not stop the batch
+            _say(f"error: {path}: unexpected {type(err).__name__}: {_first_line(err)} (please report this)")
+            failures.append(EXIT_FAILED)
     if not failures:
         return EXIT_OK
     if len(failures) == 1 and done == 0:
@@ -244,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         _say("interrupted")
         return EXIT_INTERRUPTED
     except Exception as err:  # the last guard: one line, never a traceback
-        _say(f"error: unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
-             "(please report this)")
+        _say(f"error: unexpected {type(err).__name__}: {_first_line(err)} (please report this)")
         return EXIT_FAILED
 
 

@@ -229,3 +229,22 @@ def test_people_tracks_report_and_annotated_video(tiny_models, tmp_path):
     html = (out / "report.html").read_text()
     assert "Person 1" in html and "Person 2" in html and html.count("data:image/png;base64,") >= 3
     assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_an_unexpected_failure_on_one_file_does_not_stop_the_batch(tiny_models, face_video, tmp_path, monkeypatch,
+                                                                   capsys):
+    from multimodal import pipeline
+    real = pipeline.Analyzer.analyze
+
+    def flaky(self, path):
+        if Path(path).name == "bad.mp4":
+            raise RuntimeError("boom\nsecond line")
+        return real(self, path)
+
+    monkeypatch.setattr(pipeline.Analyzer, "analyze", flaky)
+    shutil.copy(face_video, tmp_path / "bad.mp4")
+    shutil.copy(face_video, tmp_path / "good.mp4")
+    assert run(tiny_models, tmp_path / "bad.mp4", tmp_path / "good.mp4", "-o", tmp_path / "out") == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "bad.mp4: unexpected RuntimeError: boom" in err and "second line" not in err
+    assert (tmp_path / "out" / "good" / "segments.csv").exists()
