@@ -87,6 +87,8 @@ def probe(path: str | Path) -> MediaInfo:
         raise InputError(f"{path}: no video or audio stream")
     dur = _DURATION.search(text)
     duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else 0.0
+    if duration <= 0:  # "Duration: N/A", common in streamed WebM: read it off a stream copy
+        duration = _duration_by_copy(path)
     width = height = 0
     fps = 0.0
     if video:
@@ -99,6 +101,20 @@ def probe(path: str | Path) -> MediaInfo:
             width, height = height, width  # ffmpeg auto-rotates on decode
     return MediaInfo(path, duration, bool(video), bool(audio), width, height, fps,
                      video.group(1) if video else "", audio.group(1) if audio else "")
+
+
+_TIME = re.compile(r"time=(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def _duration_by_copy(path: Path) -> float:
+    """Duration found by copying the streams to nowhere: reads packets, decodes nothing."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-c", "copy", "-f", "null", "-"],
+                          capture_output=True, text=True, errors="replace")
+    times = _TIME.findall(proc.stderr)
+    if not times:
+        return 0.0
+    h, m, sec = times[-1]
+    return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
 def decode_size(info: MediaInfo, max_width: int) -> tuple[int, int]:

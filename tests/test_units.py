@@ -149,3 +149,17 @@ def test_mtcnn_detector_finds_the_fixture_face():
     from tests.media import face_image
     faces = MTCNNDetector().detect(face_image())
     assert len(faces) == 1 and faces[0].score > 0.9 and faces[0].w > 40
+
+
+def test_streamed_webm_without_duration_in_header(face_video, tmp_path):
+    import subprocess
+
+    from multimodal.decode import ffmpeg_exe, probe
+    webm = tmp_path / "live.webm"
+    with open(webm, "wb") as fh:  # written to a pipe, the muxer cannot go back to store the duration
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(face_video), "-c:v", "libvpx", "-deadline", "realtime",
+                        "-c:a", "libopus", "-f", "webm", "-"], stdout=fh, check=True)
+    header = subprocess.run([ffmpeg_exe(), "-i", str(webm)], capture_output=True, text=True).stderr
+    assert "Duration: N/A" in header
+    info = probe(webm)
+    assert info.duration == pytest.approx(7.0, abs=0.2) and info.has_audio and info.has_video
