@@ -136,10 +136,9 @@ class Analyzer:
         timings = {}
         # Models load on first use; loading is timed apart from the stages.
         t0 = time.perf_counter()
-        if info.has_audio:
-            self.audio
-        if info.has_video:
-            self.visual, self.detector
+        needed = (["audio"] if info.has_audio else []) + (["visual", "detector"] if info.has_video else [])
+        for name in needed:
+            getattr(self, name)
         timings["model_loading"] = time.perf_counter() - t0
         if info.has_audio:
             t0 = time.perf_counter()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -124,7 +123,7 @@ def test_imagenet_weights_are_never_downloaded(fer_dirs, tmp_path, monkeypatch, 
 
 
 def test_speech_corpus_names():
-    from training.speech_datasets import load_tess, parse_ravdess_name, ravdess_fold
+    from training.speech_datasets import parse_ravdess_name, ravdess_fold
     f = parse_ravdess_name("03-01-05-02-01-02-16.wav")
     assert f["emotion"] == "angry" and f["actor"] == 16 and ravdess_fold(16) == 0
     assert parse_ravdess_name("notes.wav") is None and parse_ravdess_name("03-01-09-01-01-01-01.wav") is None

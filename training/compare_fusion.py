@@ -65,11 +65,12 @@ def pair_indices(face_labels: np.ndarray, voice_labels: np.ndarray, seed: int) -
     return out
 
 
-def _cached(cache: Path, key: str, compute):
+def _cached(cache: Path, key: str, compute, *args):
+    """``compute(*args)``, kept on disk under ``key``."""
     path = cache / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
     if path.exists():
         return np.load(path)
-    value = compute()
+    value = compute(*args)
     cache.mkdir(parents=True, exist_ok=True)
     np.save(path.with_suffix(".tmp.npy"), value)
     os.replace(path.with_suffix(".tmp.npy"), path)
@@ -93,17 +94,17 @@ def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path
     for split, fold in (("PublicTest", 1), ("PrivateTest", 0)):
         x, yf = load_fer2013(fer, split, cache)
 
-        def faces():
+        def faces(x):
             nonlocal vm
             vm = vm or VisualModel(visual_model)
             return vm.predict_proba(x, batch_size=256)
 
-        pv_all = _cached(cache, f"visual|{vsum}|{Path(fer).resolve()}|{split}", faces)
+        pv_all = _cached(cache, f"visual|{vsum}|{Path(fer).resolve()}|{split}", faces, x)
         items = [u for u in utterances if u.fold == fold]
         if not items:
             raise FileNotFoundError(f"{ravdess}: no utterances of RAVDESS fold {fold}")
 
-        def voices():
+        def voices(items):
             from multimodal.audio import fix_length, load_audio
             nonlocal am
             am = am or AudioModel(audio_model)
@@ -111,7 +112,7 @@ def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path
             clips = [fix_length(fix_length(load_audio(u.path, sr), int(CLIP_SECONDS * sr)), window) for u in items]
             return np.concatenate([am.predict_proba(clips[i:i + 64]) for i in range(0, len(clips), 64)])
 
-        pa = _cached(cache, f"audio|{asum}|{[str(u.path) for u in items]}", voices)
+        pa = _cached(cache, f"audio|{asum}|{[str(u.path) for u in items]}", voices, items)
         y = np.array([_seven_class(u.label) for u in items])
         idx = pair_indices(yf, y, seed + fold)
         out.append(PairedPredictions(pv_all[idx], pa, y, f"RAVDESS fold {fold} voices x FER2013 {split} faces"))
@@ -156,14 +157,14 @@ def real_clip_pairs(root: Path, visual_model: Path, audio_model: Path, cache: Pa
     key = f"{sha256_of(visual_model)}|{sha256_of(audio_model)}"
     parts = {"validation": [], "test": []}
     for path, label, split in clip_labels(root, seed):
-        def run():
+        def run(path):
             try:
                 a = analyzer.analyze(path)
             except MultimodalError as err:
                 print(f"warning: skipped {err}", file=sys.stderr)
                 return np.full((2, 7), np.nan)
             return np.stack([_duration_mean(a.segments, "visual"), _duration_mean(a.segments, "audio")])
-        pv_pa = _cached(cache, f"clip|{key}|{path.resolve()}|{path.stat().st_mtime_ns}", run)
+        pv_pa = _cached(cache, f"clip|{key}|{path.resolve()}|{path.stat().st_mtime_ns}", run, path)
         if not np.isnan(pv_pa).all():
             parts[split].append((pv_pa[0], pv_pa[1], label))
     out = []

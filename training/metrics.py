@@ -100,7 +100,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def metrics_markdown(m: dict) -> str:
     """The headline figures and the per-class table of one metrics dict."""
-    lines = [f"| metric | value |", "|---|---|"]
+    lines = ["| metric | value |", "|---|---|"]
     for key in ("n", "accuracy", "macro_f1", "uar", "cross_entropy", "ece"):
         v = m[key]
         lines.append(f"| {key} | {v if isinstance(v, int) else f'{v:.4f}'} |")
