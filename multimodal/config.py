@@ -47,7 +47,7 @@ class AnalyzeConfig:
 
     fps: float = 2.0  # frames sampled per second of video
     segment: float = 3.0  # segment length, seconds
-    fusion: str = "weighted_mean"
+    fusion: str = "product"  # best on the fusion comparison; see README
     visual_model: Path = DEFAULT_VISUAL_MODEL
     audio_model: Path = DEFAULT_AUDIO_MODEL
     detector: str = "haar"

@@ -39,7 +39,7 @@ def test_video_with_face_and_voice(tiny_models, face_video, tmp_path, capsys):
     assert faces[["x", "y", "w", "h"]].min().min() >= 0
     assert doc["schema_version"] and doc["labels"] == list(EMOTIONS)
     assert doc["models"]["visual"]["sha256"] and doc["models"]["audio"]["sha256"]
-    assert doc["options"]["fps"] == 2.0 and doc["options"]["fusion"] == "weighted_mean"
+    assert doc["options"]["fps"] == 2.0 and doc["options"]["fusion"] == "product"
     assert len(doc["segments"]) == 3 and len(doc["faces"]) == 14 and doc["tracks"][0]["detections"] == 14
     assert (out / "timeline.png").stat().st_size > 1000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
