@@ -91,7 +91,7 @@ def main() -> None:
     p.add_argument("--args", default="", help="extra analyze options, e.g. '--fps 5'")
     args = p.parse_args()
     from multimodal.config import AnalyzeConfig
-    from multimodal.decode import decode_size, ffmpeg_exe, probe
+    from multimodal.decode import ffmpeg_exe, probe, sampling_command
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -105,9 +105,7 @@ def main() -> None:
         clip = loop_clip(base, work / f"clip_{seconds}s.mp4", seconds)
         info = probe(clip)
         full_decode, _ = timed([ffmpeg_exe(), "-v", "error", "-i", str(clip), "-f", "null", "-"])
-        w, h = decode_size(info, cfg.detect_width)
-        sampled_decode, _ = timed([ffmpeg_exe(), "-v", "error", "-i", str(clip), "-an", "-vf",
-                                   f"fps={cfg.fps},scale={w}:{h}", "-pix_fmt", "gray", "-f", "null", "-"])
+        sampled_decode, _ = timed(sampling_command(info, cfg.fps, cfg.detect_width, color=True)[:-1] + ["-"])
         out = work / f"out_{seconds}"
         shutil.rmtree(out, ignore_errors=True)
         wall, peak = timed([sys.executable, "-m", "multimodal", "analyze", str(clip), "-o", str(out), "--quiet",

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from multimodal.config import EMOTIONS, AudioFeatureConfig
-from multimodal.models import ModelCard, load_keras_model, read_card
+from multimodal.models import ModelCard, load_model, read_card
 
 #: How the audio model's labels map onto the project's 7 classes.
 #: RAVDESS "calm" has no FER2013 counterpart; it is closest to neutral.
@@ -97,7 +97,7 @@ class AudioModel:
         self.card: ModelCard = read_card(model_path, "audio")
         feat = self.card.data.get("features", {})
         self.features = AudioFeatureConfig(**{k: v for k, v in feat.items() if k in asdict(AudioFeatureConfig())})
-        self.model = load_keras_model(self.card)
+        self.model = load_model(self.card)
         # librosa's first call imports and compiles a good deal: pay it at load time, not mid-analysis.
         self.predict_proba([np.zeros(self.sample_rate, np.float32)])
 

@@ -8,13 +8,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 from multimodal import __version__
 from multimodal.config import MEDIA_EXTENSIONS, AnalyzeConfig
-from multimodal.errors import (EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError,
-                               ModelError, MultimodalError)
+from multimodal.errors import (
+    EXIT_FAILED,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    InputError,
+    ModelError,
+    MultimodalError,
+)
 
 
 def _positive(kind):
@@ -43,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decision-level fusion strategy (%(default)s)")
     a.add_argument("--visual-model", type=Path, default=defaults.visual_model, help="facial-expression model file")
     a.add_argument("--audio-model", type=Path, default=defaults.audio_model, help="speech-emotion model file")
-    a.add_argument("--detector", choices=("haar", "mtcnn"), default=defaults.detector,
+    from multimodal.faces import DETECTORS
+    a.add_argument("--detector", choices=list(DETECTORS), default=defaults.detector,
                    help="face detector (%(default)s)")
     a.add_argument("--max-faces", type=_positive(int), default=defaults.max_faces,
                    help="faces per frame, largest first (%(default)s)")
@@ -136,7 +146,13 @@ def _say(msg: str) -> None:
 
 def cmd_analyze(args) -> int:
     from multimodal.pipeline import Analyzer
-    from multimodal.report import check_writable, ensure_output_dir, output_dir_for, summary_text, write_analysis
+    from multimodal.report import (
+        check_writable,
+        ensure_output_dir,
+        output_dir_for,
+        summary_text,
+        write_analysis,
+    )
     cfg = replace(AnalyzeConfig(), fps=args.fps, segment=args.segment, fusion=args.fusion,
                   visual_model=args.visual_model, audio_model=args.audio_model, detector=args.detector,
                   max_faces=args.max_faces, quiet=args.quiet, force=args.force)
@@ -147,6 +163,10 @@ def cmd_analyze(args) -> int:
         return EXIT_INPUT
     out_root = args.out
     ensure_output_dir(out_root)
+    if not args.no_pictures:
+        # Importing matplotlib takes over half a second: do it while the first file is analysed.
+        from multimodal.plots import import_pyplot
+        threading.Thread(target=import_pyplot, daemon=True).start()
     analyzer = Analyzer(cfg)
     taken: set[str] = set()
     failures: list[int] = [EXIT_INPUT] * len(errors)
@@ -208,6 +228,9 @@ def cmd_evaluate(args) -> int:
     from training.evaluate import evaluate_audio_model, evaluate_visual_model
     if not args.model.is_file():
         raise ModelError(f"{args.model}: model file not found")
+    if args.model.suffix != ".keras":
+        raise ModelError(f"{args.model}: evaluate takes a .keras model (a .tflite export gives the same outputs, "
+                         "checked when it was exported)")
     if not args.data.exists():
         raise InputError(f"{args.data}: no such file or directory")
     if args.modality == "visual":

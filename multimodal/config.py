@@ -13,8 +13,9 @@ EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surpri
 
 #: Where shipped models live (inside the source tree, next to the package).
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_VISUAL_MODEL = MODELS_DIR / "visual_default.keras"
-DEFAULT_AUDIO_MODEL = MODELS_DIR / "audio_default.keras"
+DEFAULT_VISUAL_MODEL = MODELS_DIR / "visual_default.tflite"
+DEFAULT_AUDIO_MODEL = MODELS_DIR / "audio_default.tflite"
+DEFAULT_FACE_DETECTOR = MODELS_DIR / "face_detector.tflite"
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac"})
@@ -50,7 +51,7 @@ class AnalyzeConfig:
     fusion: str = "product"  # best on the fusion comparison; see README
     visual_model: Path = DEFAULT_VISUAL_MODEL
     audio_model: Path = DEFAULT_AUDIO_MODEL
-    detector: str = "haar"
+    detector: str = "blazeface"  # see faces.py and benchmarks/bench_detectors.py
     max_faces: int = 20  # per frame, largest first
     min_face: int = 32  # pixels, on the decoded frame
     detect_width: int = 640  # frames are decoded at most this wide for detection

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -117,12 +118,32 @@ def _duration_by_copy(path: Path) -> float:
     return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
+#: Codecs whose decoders honour ``-skip_frame noref`` by skipping only frames
+#: that nothing refers to; for intra-only codecs it could drop every frame.
+SKIPPABLE_CODECS = frozenset({"h264", "hevc"})
+
+
 def decode_size(info: MediaInfo, max_width: int) -> tuple[int, int]:
     """Frame size after downscaling to at most ``max_width`` (both even)."""
     scale = min(1.0, max_width / info.width) if info.width else 1.0
     w = max(2, int(round(info.width * scale / 2)) * 2)
     h = max(2, int(round(info.height * scale / 2)) * 2)
     return w, h
+
+
+def sampling_command(info: MediaInfo, fps: float, max_width: int = 640, color: bool = False) -> list[str]:
+    """The ffmpeg command writing frames sampled at ``fps``, scaled, as raw gray or RGB to stdout."""
+    w, h = decode_size(info, max_width)
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+    if info.video_codec in SKIPPABLE_CODECS and info.fps >= 4 * fps:
+        # Frames no other frame refers to (most B-frames) need not be decoded
+        # when only one in four or fewer is kept: decoding costs about 40% less
+        # and the frame taken for each sample moves by at most a frame or two.
+        cmd += ["-skip_frame", "noref"]
+    # round=up: sample k is the last frame shown at or before k / fps (the
+    # default rounding would take one a quarter of a sampling period late).
+    return cmd + ["-i", str(info.path), "-an", "-sn", "-vf", f"fps={fps}:round=up,scale={w}:{h}",
+                  "-f", "rawvideo", "-pix_fmt", "rgb24" if color else "gray", "pipe:1"]
 
 
 def iter_frames(info: MediaInfo, fps: float, max_width: int = 640, color: bool = False
@@ -135,24 +156,26 @@ def iter_frames(info: MediaInfo, fps: float, max_width: int = 640, color: bool =
     """
     w, h = decode_size(info, max_width)
     channels = 3 if color else 1
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(info.path), "-an", "-sn",
-           "-vf", f"fps={fps},scale={w}:{h}", "-f", "rawvideo", "-pix_fmt", "rgb24" if color else "gray", "pipe:1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=w * h * channels * 4)
+    cmd = sampling_command(info, fps, max_width, color)
     frame_bytes = w * h * channels
     index = 0
-    try:
-        while True:
-            buf = proc.stdout.read(frame_bytes)
-            if len(buf) < frame_bytes:
-                break
-            frame = np.frombuffer(buf, np.uint8).reshape((h, w, 3) if color else (h, w))
-            yield index / fps, frame
-            index += 1
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        code = proc.wait()
+    # ffmpeg's messages go to a file: a damaged stream can print more than a
+    # pipe holds, and a full pipe would stall ffmpeg while frames are read.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, bufsize=frame_bytes * 4)
+        try:
+            while True:
+                buf = proc.stdout.read(frame_bytes)
+                if len(buf) < frame_bytes:
+                    break
+                frame = np.frombuffer(buf, np.uint8).reshape((h, w, 3) if color else (h, w))
+                yield index / fps, frame
+                index += 1
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+            log.seek(0)
+            err = log.read().decode(errors="replace")
     if code != 0 or ("Invalid data" in err or "corrupt" in err.lower()) and index == 0:
         first = next((ln for ln in err.splitlines() if ln.strip()), f"ffmpeg exit code {code}")
         raise InputError(f"{info.path}: video decoding failed after {index / fps:.1f} s ({first.strip()[:160]})")

@@ -1,11 +1,20 @@
 """Face detection and face crops.
 
-Two offline detectors, both with weights inside PyPI wheels:
+Three offline detectors, none of which downloads anything:
 
+* ``blazeface``: MediaPipe's BlazeFace full-range network (TFLite, 1 MB,
+  shipped in ``models/`` with its card); a few milliseconds per frame, the
+  default.
 * ``haar``: OpenCV's frontal-face Haar cascade (``cv2.data.haarcascades``,
-  opencv-python < 5); fast, the default.
+  opencv-python < 5); frontal faces only, 20-90 ms per frame.
 * ``mtcnn``: the MTCNN of the ``mtcnn`` package (TensorFlow, weights in the
-  wheel); finds more faces at angles, several times slower.
+  wheel); slowest.
+
+Detectors frame faces differently; each corrects its boxes (``box_scale``,
+``box_shift``, fitted on FER2013 PublicTest faces pasted into frames by
+``benchmarks/bench_detectors.py --fer``) so that ``crop_faces`` cuts a face
+the way FER2013 does whichever detector found it: the visual model was
+trained on that framing.
 """
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from multimodal.config import DEFAULT_FACE_DETECTOR
 from multimodal.errors import ModelError
 
 
@@ -31,9 +41,9 @@ class Face:
     def area(self) -> int:
         return self.w * self.h
 
-    def scaled(self, factor: float) -> "Face":
-        return Face(int(round(self.x * factor)), int(round(self.y * factor)),
-                    int(round(self.w * factor)), int(round(self.h * factor)), self.score)
+    def scaled(self, factor: float) -> Face:
+        return Face(round(self.x * factor), round(self.y * factor),
+                    round(self.w * factor), round(self.h * factor), self.score)
 
 
 class HaarDetector:
@@ -47,6 +57,7 @@ class HaarDetector:
     """
 
     name = "haar"
+    box_scale, box_shift = 0.87, 0.0  # see the module's docstring
 
     def __init__(self, min_size: int = 32, scale_factor: float = 1.2, min_neighbors: int = 8):
         path = getattr(getattr(cv2, "data", None), "haarcascades", None)
@@ -65,7 +76,7 @@ class HaarDetector:
             minSize=(self.min_size, self.min_size), outputRejectLevels=True)
         # Level weights of true faces sit around 2-8; a logistic around 1
         # maps them to a usable [0, 1] confidence.
-        return [Face(int(x), int(y), int(w), int(h), float(1 / (1 + np.exp(-(float(s) - 1.0)))))
+        return [_corrected(x, y, x + w, y + h, 1 / (1 + np.exp(-(float(s) - 1.0))), self.box_scale, self.box_shift)
                 for (x, y, w, h), s in zip(boxes, np.ravel(weights))]
 
 
@@ -74,6 +85,7 @@ class MTCNNDetector:
 
     name = "mtcnn"
     needs_color = True
+    box_scale, box_shift = 0.80, 0.0  # see the module's docstring
 
     def __init__(self, min_size: int = 32, min_score: float = 0.9):
         try:
@@ -90,11 +102,153 @@ class MTCNNDetector:
         for d in self._mtcnn.detect_faces(rgb):
             x, y, w, h = d["box"]
             if d["confidence"] >= self.min_score and min(w, h) >= self.min_size:
-                out.append(Face(max(0, int(x)), max(0, int(y)), int(w), int(h), float(d["confidence"])))
+                out.append(_corrected(x, y, x + w, y + h, d["confidence"], self.box_scale, self.box_shift))
         return out
 
 
-DETECTORS = {"haar": HaarDetector, "mtcnn": MTCNNDetector}
+class BlazeFaceDetector:
+    """MediaPipe's BlazeFace full-range detector on RGB frames.
+
+    The network sees a 192x192 letterboxed copy of the frame. A frame wider
+    than ``tile_aspect`` times its height is also cut into overlapping square
+    tiles, each seen at its own 192x192, so that faces in a wide shot keep
+    enough pixels; detections from all views are merged by weighted
+    non-maximum suppression, as MediaPipe does.
+
+    Parameters
+    ----------
+    min_size : int
+        Smallest face kept, pixels on the frame given to ``detect``.
+    min_score : float
+        Detection threshold in [0, 1] (MediaPipe uses 0.5-0.6).
+    model_path : path
+        The ``.tflite`` file; its card (``.tflite.json``) is checked first.
+    tile_aspect : float
+        Width/height ratio above which tiles are added; ``inf`` disables them.
+    threads : int
+        Interpreter threads (2 was faster than 1 beside ffmpeg on two cores).
+    """
+
+    name = "blazeface"
+    needs_color = True
+    box_scale, box_shift = 0.96, -0.036  # see the module's docstring
+
+    def __init__(self, min_size: int = 32, min_score: float = 0.6, model_path=DEFAULT_FACE_DETECTOR,
+                 tile_aspect: float = 1.5, threads: int = 2):
+        from multimodal.models import read_card, tflite_interpreter
+        self.card = read_card(model_path, "face_detector")
+        self._net = tflite_interpreter(self.card.path, threads)
+        inp = self._net.get_input_details()[0]
+        self._input = inp["index"]
+        self.size = int(inp["shape"][1])
+        outs = self._net.get_output_details()
+        self._boxes = next(o["index"] for o in outs if o["shape"][-1] == 16)
+        self._scores = next(o["index"] for o in outs if o["shape"][-1] == 1)
+        self._anchors = _grid_anchors(self.size, stride=4)
+        self.min_size, self.min_score, self.tile_aspect = min_size, min_score, tile_aspect
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in a ``uint8`` RGB frame of shape (h, w, 3)."""
+        h, w = rgb.shape[:2]
+        views = [(0, 0, w, h)]
+        if w > self.tile_aspect * h or h > self.tile_aspect * w:
+            views += _square_tiles(w, h)
+        boxes, scores = [], []
+        for x0, y0, vw, vh in views:
+            b, s = self._detect_view(rgb[y0:y0 + vh, x0:x0 + vw])
+            boxes.append(b + [x0, y0, x0, y0])
+            scores.append(s)
+        boxes, scores = _weighted_nms(np.concatenate(boxes), np.concatenate(scores), 0.3)
+        faces = [_corrected(*box, s, self.box_scale, self.box_shift) for box, s in zip(boxes, scores)]
+        return [f for f in faces if f.w >= self.min_size]
+
+    def _detect_view(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (n, 4) as x1, y1, x2, y2 pixels of ``rgb`` and their scores (n,)."""
+        h, w = rgb.shape[:2]
+        k = self.size / max(h, w)
+        rw, rh = max(1, round(w * k)), max(1, round(h * k))
+        ox, oy = (self.size - rw) // 2, (self.size - rh) // 2
+        canvas = np.zeros((self.size, self.size, 3), np.float32)
+        small = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+        canvas[oy:oy + rh, ox:ox + rw] = small.astype(np.float32) / 127.5 - 1.0
+        self._net.set_tensor(self._input, canvas[None])
+        self._net.invoke()
+        raw = self._net.get_tensor(self._boxes)[0]
+        logits = np.clip(self._net.get_tensor(self._scores)[0, :, 0], -80, 80)
+        scores = 1 / (1 + np.exp(-logits))
+        keep = scores >= self.min_score
+        raw, scores, anchors = raw[keep], scores[keep], self._anchors[keep]
+        # Regressors are offsets from the anchor centre and sizes, in input pixels.
+        cx = raw[:, 0] + anchors[:, 0] * self.size
+        cy = raw[:, 1] + anchors[:, 1] * self.size
+        half_w, half_h = raw[:, 2] / 2, raw[:, 3] / 2
+        boxes = np.stack([cx - half_w - ox, cy - half_h - oy, cx + half_w - ox, cy + half_h - oy], axis=1) / k
+        valid = (half_w > 0) & (half_h > 0)
+        return boxes[valid], scores[valid]
+
+
+def _corrected(x1: float, y1: float, x2: float, y2: float, score: float, scale: float, shift: float) -> Face:
+    """A square face box around a detector's box: side ``scale`` times its longer side,
+    centre moved down by ``shift`` sides."""
+    x1, y1, x2, y2 = map(float, (x1, y1, x2, y2))  # numpy scalars would round to numpy types
+    side = max(x2 - x1, y2 - y1) * scale
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + shift * side
+    return Face(round(cx - side / 2), round(cy - side / 2), round(side), round(side), float(score))
+
+
+def _grid_anchors(size: int, stride: int) -> np.ndarray:
+    """Anchor centres (n, 2) in [0, 1], one per cell of a ``size / stride`` grid, row-major."""
+    n = size // stride
+    ys, xs = np.mgrid[0:n, 0:n]
+    return np.stack([(xs.ravel() + 0.5) / n, (ys.ravel() + 0.5) / n], axis=1).astype(np.float32)
+
+
+def _square_tiles(w: int, h: int) -> list[tuple[int, int, int, int]]:
+    """Square tiles (x, y, w, h) of side min(w, h), evenly spread along the long side.
+
+    Faces too large for a tile to hold whole are found in the full view.
+    """
+    side, long = min(w, h), max(w, h)
+    n = max(2, int(np.ceil(long / side)))
+    starts = np.linspace(0, long - side, n).round().astype(int)
+    return [(int(s), 0, side, side) if w >= h else (0, int(s), side, side) for s in starts]
+
+
+def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe's weighted non-maximum suppression.
+
+    Each cluster of boxes overlapping the best remaining one by more than
+    ``iou`` is replaced by their score-weighted average, which steadies boxes
+    from frame to frame; the cluster keeps its best score.
+    """
+    order = np.argsort(-scores)
+    boxes, scores = boxes[order], scores[order]
+    out_boxes, out_scores = [], []
+    alive = np.ones(len(boxes), bool)
+    for i in range(len(boxes)):
+        if not alive[i]:
+            continue
+        overlap = _iou(boxes[i], boxes) > iou
+        members = alive & overlap
+        members[i] = True
+        weights = scores[members]
+        out_boxes.append((boxes[members] * weights[:, None]).sum(0) / weights.sum())
+        out_scores.append(scores[i])
+        alive &= ~members
+    return np.array(out_boxes).reshape(-1, 4), np.array(out_scores)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area - inter, 1e-9)
+
+
+DETECTORS = {"blazeface": BlazeFaceDetector, "haar": HaarDetector, "mtcnn": MTCNNDetector}
 
 
 def make_detector(name: str, min_size: int = 32):
@@ -118,9 +272,9 @@ def crop_faces(gray: np.ndarray, faces: list[Face], size: int = 48, margin: floa
     out = np.zeros((len(faces), size, size), np.uint8)
     h, w = gray.shape[:2]
     for i, f in enumerate(faces):
-        side = int(round(max(f.w, f.h) * (1 + 2 * margin)))
+        side = round(max(f.w, f.h) * (1 + 2 * margin))
         cx, cy = f.x + f.w / 2, f.y + f.h / 2
-        x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+        x0, y0 = round(cx - side / 2), round(cy - side / 2)
         pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
         src = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
         crop = src[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]

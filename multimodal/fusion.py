@@ -39,7 +39,7 @@ class FusionStrategy:
     learns = False  # fit() learns parameters from validation predictions
     requires_fit = False  # unusable without them (the others have sensible defaults)
 
-    def fit(self, p_visual: np.ndarray, p_audio: np.ndarray, y: np.ndarray) -> "FusionStrategy":
+    def fit(self, p_visual: np.ndarray, p_audio: np.ndarray, y: np.ndarray) -> FusionStrategy:
         return self
 
     def predict_proba(self, p_visual: np.ndarray, p_audio: np.ndarray) -> np.ndarray:
@@ -59,7 +59,7 @@ class FusionStrategy:
     def get_state(self) -> dict:
         return {}
 
-    def set_state(self, state: dict) -> "FusionStrategy":
+    def set_state(self, state: dict) -> FusionStrategy:
         return self
 
 

@@ -1,17 +1,28 @@
 """Loading model files safely, checked against their cards.
 
-A model ``name.keras`` ships with a card ``name.json``: its labels in order,
-input specification, preprocessing, training data and split, metrics and the
-file's sha256. Loading refuses a file whose checksum differs from its card and
-uses Keras' ``safe_mode`` so no code stored in a model file is executed.
+A model file ``name.keras`` or ``name.tflite`` ships with a card
+``name.keras.json`` / ``name.tflite.json``: its
+labels in order, input specification, preprocessing, training data and split,
+metrics and the file's sha256. Loading refuses a file whose checksum differs
+from its card. Keras files load in ``safe_mode`` so no code stored in them is
+executed; TFLite files are flat buffers of operators and weights, run by the
+LiteRT interpreter, and hold no code.
+
+``analyze`` runs the TFLite exports of the shipped models: they give the same
+outputs as the Keras files (checked when exported, see
+``training/export_tflite.py``) and need no TensorFlow, which takes seconds to
+import.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from multimodal.errors import ModelError
 
@@ -30,7 +41,8 @@ class ModelCard:
 
 
 def card_path(model_path: str | Path) -> Path:
-    return Path(model_path).with_suffix(".json")
+    path = Path(model_path)
+    return path.with_name(path.name + ".json")
 
 
 def sha256_of(path: str | Path) -> str:
@@ -78,8 +90,8 @@ def import_keras():
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401  (initialise the runtime while muted)
             import keras
+            import tensorflow  # noqa: F401  (initialise the runtime while muted)
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -95,13 +107,78 @@ def load_keras_model(card: ModelCard):
         raise ModelError(f"{card.path}: cannot load model ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
 
 
+def load_model(card: ModelCard, threads: int | None = None):
+    """The model behind a verified card: a :class:`TFLiteModel` for ``.tflite``, else Keras."""
+    if card.path.suffix == ".tflite":
+        return TFLiteModel(card.path, threads)
+    return load_keras_model(card)
+
+
+class TFLiteModel:
+    """A single-input, single-output TFLite model with the part of Keras' interface used here.
+
+    Parameters
+    ----------
+    path : path
+        The ``.tflite`` file (checked against its card by the caller).
+    threads : int, optional
+        Interpreter threads; default all CPU cores, at most 4.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self._net = tflite_interpreter(path, threads or min(4, os.cpu_count() or 1))
+        inp = self._net.get_input_details()[0]
+        self._input = inp["index"]
+        self._output = self._net.get_output_details()[0]["index"]
+        #: like Keras: None where the model takes any size
+        self.input_shape = tuple(None if d < 0 else int(d) for d in inp["shape_signature"])
+        self._shape: tuple | None = None
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.shape != self._shape:  # batch size or length changed: re-plan the buffers
+            self._net.resize_tensor_input(self._input, list(x.shape))
+            self._net.allocate_tensors()
+            self._shape = x.shape
+        self._net.set_tensor(self._input, x)
+        self._net.invoke()
+        return self._net.get_tensor(self._output).copy()
+
+
+def tflite_interpreter(path: str | Path, threads: int = 1):
+    """A TFLite interpreter from LiteRT, or from TensorFlow where LiteRT is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            import_keras()  # TensorFlow, imported quietly
+            import tensorflow as tf
+            Interpreter = tf.lite.Interpreter
+        except (ImportError, AttributeError):
+            raise ModelError(f"{path}: running a .tflite model needs LiteRT (pip install ai-edge-litert)") from None
+    # The runtime announces its CPU delegate on file descriptor 2.
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            os.dup2(devnull.fileno(), 2)
+            net = Interpreter(model_path=str(path), num_threads=threads)
+            net.allocate_tensors()
+    except (ValueError, RuntimeError) as err:
+        raise ModelError(f"{path}: cannot load model ({str(err).splitlines()[0][:200]})") from None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return net
+
+
 def write_card(model_path: str | Path, kind: str, labels: tuple[str, ...] | list[str], **fields) -> Path:
     """Write ``name.json`` beside ``model_path`` with its checksum and ``fields``."""
     model_path = Path(model_path)
     card = {"kind": kind, "file": model_path.name, "labels": list(labels),
             "sha256": sha256_of(model_path), "size_bytes": model_path.stat().st_size, **fields}
     out = card_path(model_path)
-    tmp = out.with_suffix(".json.tmp")
+    tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(card, indent=2, default=str) + "\n")
     os.replace(tmp, out)
     return out

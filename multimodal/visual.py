@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from multimodal.config import EMOTIONS
-from multimodal.models import ModelCard, load_keras_model, read_card
+from multimodal.models import ModelCard, load_model, read_card
 
 
 class VisualModel:
@@ -18,7 +18,7 @@ class VisualModel:
 
     def __init__(self, model_path: str | Path, flip: bool = True):
         self.card: ModelCard = read_card(model_path, "visual")
-        self.model = load_keras_model(self.card)
+        self.model = load_model(self.card)
         shape = self.model.input_shape  # (None, h, w, 1)
         self.input_size = int(shape[1])
         missing = set(EMOTIONS) - set(self.card.labels)

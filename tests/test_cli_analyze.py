@@ -11,7 +11,15 @@ import pytest
 
 from multimodal.cli import main
 from multimodal.config import EMOTIONS
-from multimodal.errors import EXIT_FAILED, EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
+from multimodal.errors import (
+    EXIT_FAILED,
+    EXIT_INPUT,
+    EXIT_MODEL,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_USAGE,
+)
+from multimodal.models import card_path
 from tests.media import write_video, write_wav
 
 
@@ -172,7 +180,7 @@ def test_missing_and_corrupt_models(tiny_models, face_video, tmp_path, capsys):
                  "--visual-model", str(tmp_path / "nope.keras"), "--audio-model", str(tiny_models["audio"])]) == EXIT_MODEL
     bad = tmp_path / "bad.keras"
     shutil.copy(tiny_models["visual"], bad)
-    shutil.copy(tiny_models["visual"].with_suffix(".json"), bad.with_suffix(".json"))
+    shutil.copy(card_path(tiny_models["visual"]), card_path(bad))
     with open(bad, "r+b") as fh:
         fh.seek(100)
         fh.write(b"\0" * 16)

@@ -85,7 +85,7 @@ def test_train_resume_and_evaluate_visual(fer_dirs, tmp_path, capsys):
     assert main(args + ["--epochs", "3", "--resume"]) == 0
     assert "resumed from" in (run / "train.log").read_text()
     assert json.loads((run / "checkpoints" / "state.json").read_text())["epoch"] == 3
-    card = json.loads((run / "model.json").read_text())
+    card = json.loads((run / "model.keras.json").read_text())
     assert card["labels"] == list(EMOTIONS) and card["training"]["test_split"] == "PrivateTest"
     assert 0 <= card["metrics"]["accuracy"] <= 1 and "flip_accuracy" in card["metrics"]
     for f in ("report.md", "report.json", "confusion_privatetest.png"):
@@ -145,7 +145,7 @@ def test_train_and_evaluate_audio(ravdess_dir, tmp_path, capsys):
     cache = list((run / "cache").glob("speech-features-*.npy"))
     assert len(cache) == 1
     stamp = cache[0].stat().st_mtime_ns
-    card = json.loads((run / "model.json").read_text())
+    card = json.loads((run / "model.keras.json").read_text())
     assert card["training"]["test_actors"] == [2, 5, 14, 15, 16] and card["features"]["n_mfcc"] == 40
     assert {"accuracy_8class", "accuracy_7class", "uar", "macro_f1"} <= set(card["metrics"])
     out = tmp_path / "eval"

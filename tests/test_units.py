@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from multimodal.config import EMOTIONS
+from multimodal.models import card_path
 
 
 def test_probe_and_stream_frames(face_video):
@@ -112,9 +113,9 @@ def test_model_card_checks(tiny_models, tmp_path):
     shutil.copy(tiny_models["visual"], copy)
     with pytest.raises(ModelError, match="card"):
         read_card(copy, "visual")
-    card = json.loads(tiny_models["visual"].with_suffix(".json").read_text())
+    card = json.loads(card_path(tiny_models["visual"]).read_text())
     card["sha256"] = "0" * 64
-    copy.with_suffix(".json").write_text(json.dumps(card))
+    card_path(copy).write_text(json.dumps(card))
     with pytest.raises(ModelError, match="checksum mismatch"):
         read_card(copy, "visual")
 
@@ -163,3 +164,24 @@ def test_streamed_webm_without_duration_in_header(face_video, tmp_path):
     assert "Duration: N/A" in header
     info = probe(webm)
     assert info.duration == pytest.approx(7.0, abs=0.2) and info.has_audio and info.has_video
+
+
+def test_sampled_frames_keep_their_times_when_unreferenced_frames_are_skipped(tmp_path):
+    # H.264 with B-frames at 30 fps sampled at 2 fps: the decoder skips frames
+    # nothing refers to, and each sample must still come from within two frames of its time.
+    import imageio_ffmpeg
+
+    from multimodal.decode import SKIPPABLE_CODECS, iter_frames, probe
+    path = tmp_path / "ramp.mp4"
+    writer = imageio_ffmpeg.write_frames(str(path), (64, 64), fps=30, codec="libx264", macro_block_size=1,
+                                         output_params=["-bf", "3"], ffmpeg_log_level="error")
+    writer.send(None)
+    for i in range(120):
+        writer.send(np.full((64, 64, 3), 10 + 2 * i, np.uint8))
+    writer.close()
+    info = probe(path)
+    assert info.video_codec in SKIPPABLE_CODECS
+    frames = list(iter_frames(info, fps=2.0))
+    assert len(frames) == 8
+    for t, f in frames:
+        assert abs((f.mean() - 10) / 2 - t * 30) <= 2

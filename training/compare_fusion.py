@@ -29,8 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from multimodal.config import EMOTIONS
-from training.metrics import (bootstrap_ci, classification_metrics, cross_entropy, expected_calibration_error,
-                              plot_confusion, write_text_atomic)
+from training.metrics import (
+    bootstrap_ci,
+    classification_metrics,
+    cross_entropy,
+    expected_calibration_error,
+    plot_confusion,
+    write_text_atomic,
+)
 
 PSEUDO_NOTE = ("Pseudo-pairs join a face and a voice that share only the label, so the modalities are "
                "independent given the label; in real clips they are correlated (same person, same moment), "

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from multimodal.config import AudioFeatureConfig
-from training.speech_datasets import RAVDESS_FOLDS, SPEECH_LABELS, Utterance, load_speech_corpus
+from training.speech_datasets import (
+    RAVDESS_FOLDS,
+    SPEECH_LABELS,
+    Utterance,
+    load_speech_corpus,
+)
 
 CLIP_SECONDS = 4.0  # each utterance is stored centred in a clip this long
 
