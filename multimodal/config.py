@@ -57,5 +57,10 @@ class AnalyzeConfig:
     detect_width: int = 640  # frames are decoded at most this wide for detection
     silence_db: float = -45.0  # segment RMS (dBFS) below which audio is "no evidence"
     batch_size: int = 64
+    detect_workers: int = 2  # threads detecting faces ahead of tracking and classification
+    # Small faces (under about a sixth of the frame's height) are looked for this
+    # often; larger ones in every sampled frame. Searching for small faces is
+    # two thirds of detection; tracks bridge the frames between.
+    small_face_fps: float = 1.0
     quiet: bool = False
     force: bool = False

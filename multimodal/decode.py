@@ -12,6 +12,7 @@ Everything goes through the ffmpeg binary that ships in the
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
@@ -134,7 +135,11 @@ def decode_size(info: MediaInfo, max_width: int) -> tuple[int, int]:
 def sampling_command(info: MediaInfo, fps: float, max_width: int = 640, color: bool = False) -> list[str]:
     """The ffmpeg command writing frames sampled at ``fps``, scaled, as raw gray or RGB to stdout."""
     w, h = decode_size(info, max_width)
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+    # One core is left to detection and classification, which run meanwhile;
+    # on two cores a single decoding thread was also cheaper in all (less
+    # waiting between frame threads): 5.7 s instead of 6.8 s for 10 min of 720p.
+    threads = max(1, (os.cpu_count() or 2) - 1)
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads)]
     if info.video_codec in SKIPPABLE_CODECS and info.fps >= 4 * fps:
         # Frames no other frame refers to (most B-frames) need not be decoded
         # when only one in four or fewer is kept: decoding costs about 40% less

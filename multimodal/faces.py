@@ -69,11 +69,16 @@ class HaarDetector:
             raise ModelError(f"cannot load the Haar cascade from {path}")
         self.min_size, self.scale_factor, self.min_neighbors = min_size, scale_factor, min_neighbors
 
-    def detect(self, gray: np.ndarray) -> list[Face]:
-        """Faces in a ``uint8`` grayscale frame of shape (h, w)."""
+    def detect(self, gray: np.ndarray, small: bool = True) -> list[Face]:
+        """Faces in a ``uint8`` grayscale frame of shape (h, w).
+
+        Without ``small``, faces under twice ``min_size`` are not looked for
+        (the smallest scales are most of the cascade's work).
+        """
+        side = self.min_size if small else 2 * self.min_size
         boxes, _, weights = self._cascade.detectMultiScale3(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size), outputRejectLevels=True)
+            minSize=(side, side), outputRejectLevels=True)
         # Level weights of true faces sit around 2-8; a logistic around 1
         # maps them to a usable [0, 1] confidence.
         return [_corrected(x, y, x + w, y + h, 1 / (1 + np.exp(-(float(s) - 1.0))), self.box_scale, self.box_shift)
@@ -95,7 +100,8 @@ class MTCNNDetector:
         self._mtcnn = MTCNN()
         self.min_size, self.min_score = min_size, min_score
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
+    def detect(self, rgb: np.ndarray, small: bool = True) -> list[Face]:
+        """Faces in a ``uint8`` RGB frame; ``small`` has no effect (MTCNN's pyramid is fixed)."""
         out = []
         # mtcnn 1.0 fails silently (no faces) for some min_face_size values, so
         # its default pyramid is kept and small faces are dropped here.
@@ -134,7 +140,7 @@ class BlazeFaceDetector:
     box_scale, box_shift = 0.96, -0.036  # see the module's docstring
 
     def __init__(self, min_size: int = 32, min_score: float = 0.6, model_path=DEFAULT_FACE_DETECTOR,
-                 tile_aspect: float = 1.5, threads: int = 2):
+                 tile_aspect: float = 1.5, threads: int = 1):
         from multimodal.models import read_card, tflite_interpreter
         self.card = read_card(model_path, "face_detector")
         self._net = tflite_interpreter(self.card.path, threads)
@@ -147,11 +153,15 @@ class BlazeFaceDetector:
         self._anchors = _grid_anchors(self.size, stride=4)
         self.min_size, self.min_score, self.tile_aspect = min_size, min_score, tile_aspect
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        """Faces in a ``uint8`` RGB frame of shape (h, w, 3)."""
+    def detect(self, rgb: np.ndarray, small: bool = True) -> list[Face]:
+        """Faces in a ``uint8`` RGB frame of shape (h, w, 3).
+
+        Without ``small``, the tiles are not searched: faces less than about a
+        sixth of the frame's height may be missed, at a third of the cost.
+        """
         h, w = rgb.shape[:2]
         views = [(0, 0, w, h)]
-        if w > self.tile_aspect * h or h > self.tile_aspect * w:
+        if small and (w > self.tile_aspect * h or h > self.tile_aspect * w):
             views += _square_tiles(w, h)
         boxes, scores = [], []
         for x0, y0, vw, vh in views:

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import sys
 import tempfile
 import time
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +103,7 @@ class Analyzer:
                              "(written by 'multimodal compare-fusion --save')")
         self._visual: VisualModel | None = None
         self._audio: AudioModel | None = None
-        self._detector = None
+        self._detectors: list = []  # one per detection thread, the first also describes the detector
 
     # Models load on first use: an audio-only batch never loads the visual model.
     @property
@@ -117,9 +120,9 @@ class Analyzer:
 
     @property
     def detector(self):
-        if self._detector is None:
-            self._detector = make_detector(self.cfg.detector, self.cfg.min_face)
-        return self._detector
+        if not self._detectors:
+            self._detectors.append(make_detector(self.cfg.detector, self.cfg.min_face))
+        return self._detectors[0]
 
     def analyze(self, path: str | Path) -> Analysis:
         started = time.perf_counter()
@@ -171,7 +174,7 @@ class Analyzer:
         models["fusion"] = {"strategy": self.fusion.name, "parameters": self.fusion.get_state()}
         options = {"fps": cfg.fps, "segment": cfg.segment, "fusion": cfg.fusion, "detector": cfg.detector,
                    "max_faces": cfg.max_faces, "min_face": cfg.min_face, "detect_width": cfg.detect_width,
-                   "silence_db": cfg.silence_db}
+                   "small_face_fps": cfg.small_face_fps, "silence_db": cfg.silence_db}
         return Analysis(info, segments, faces, options, models, warnings, time.perf_counter() - started,
                         timings, thumbnails)
 
@@ -201,6 +204,44 @@ class Analyzer:
                             seg.audio = p
                         chunk = []
 
+    def _detected(self, frames: Iterator[tuple[float, np.ndarray]], color: bool
+                  ) -> Iterator[tuple[float, np.ndarray, list[Face]]]:
+        """``(time, frame, faces)`` for each frame, in order.
+
+        Detection is most of the video stage's work and releases the GIL, so
+        ``cfg.detect_workers`` threads, each with its own detector (neither
+        OpenCV's cascades nor TFLite interpreters may be shared between
+        threads), work on the next frames while this thread tracks and
+        classifies. At most ``2 * detect_workers`` frames wait in memory.
+        Small faces are looked for ``cfg.small_face_fps`` times a second,
+        larger ones in every frame.
+        """
+        workers = max(1, self.cfg.detect_workers)
+        while len(self._detectors) < workers:
+            self._detectors.append(make_detector(self.cfg.detector, self.cfg.min_face))
+        idle: queue.SimpleQueue = queue.SimpleQueue()
+        for det in self._detectors[:workers]:
+            idle.put(det)
+
+        def detect(frame: np.ndarray, small: bool) -> list[Face]:
+            det = idle.get()
+            try:
+                return det.detect(frame if color else to_gray(frame), small=small)
+            finally:
+                idle.put(det)
+
+        every = max(1, round(self.cfg.fps / self.cfg.small_face_fps))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            ahead: deque = deque()
+            for i, (t, frame) in enumerate(frames):
+                ahead.append((t, frame, pool.submit(detect, frame, i % every == 0)))
+                if len(ahead) > 2 * workers:
+                    t0, f0, job = ahead.popleft()
+                    yield t0, f0, job.result()
+            while ahead:
+                t0, f0, job = ahead.popleft()
+                yield t0, f0, job.result()
+
     def _visual_pass(self, info: MediaInfo, segments: list[Segment], thumbnails: dict) -> list[FaceRecord]:
         """Detect, track and classify faces in frames sampled at ``cfg.fps``.
 
@@ -208,8 +249,7 @@ class Analyzer:
         """
         from tqdm import tqdm
         cfg = self.cfg
-        detector = self.detector
-        color = getattr(detector, "needs_color", False)
+        color = getattr(self.detector, "needs_color", False)
         tracker = IoUTracker(max_gap=max(2.0, 2.5 / cfg.fps))
         records: list[FaceRecord] = []
         pending: list[tuple[FaceRecord, np.ndarray]] = []
@@ -226,16 +266,16 @@ class Analyzer:
                 pending.clear()
 
         seg_len = cfg.segment
-        for t, frame in iter_frames(info, cfg.fps, cfg.detect_width, color=color):
+        for t, frame, found in self._detected(iter_frames(info, cfg.fps, cfg.detect_width, color=color), color):
             bar.update(1)
             if scale is None:
                 scale = info.width / frame.shape[1] if info.width else 1.0
             seg = segments[min(len(segments) - 1, int(t / seg_len))]
             seg.frames += 1
-            gray = to_gray(frame)
-            found = largest(detector.detect(frame if color else gray), cfg.max_faces)
+            found = largest(found, cfg.max_faces)
             if not found:
                 continue
+            gray = to_gray(frame)
             crops = crop_faces(gray, found, self.visual.input_size)
             for face, track, crop in zip(found, tracker.update(t, found), crops):
                 rec = FaceRecord(t, track, face.scaled(scale), np.zeros(7))

@@ -28,15 +28,19 @@ def _contains(face, x, y):
 
 def test_blazeface_finds_faces_in_a_wide_frame():
     from multimodal.faces import BlazeFaceDetector
-    det = BlazeFaceDetector()
-    # 640x360 as analyze decodes 720p; the small portrait is only found through a tile.
-    places = [(40, 60, 220), (420, 200, 110)]
+    det = BlazeFaceDetector(min_size=16)
+    # 640x360 as analyze decodes 720p; the small portrait (a face of about 30 px)
+    # is only found through a tile.
+    places = [(40, 60, 220), (420, 200, 70)]
     faces = det.detect(_scene(640, 360, places))
     assert len(faces) == 2
     for x, y, side in places:
         face = next(f for f in faces if _contains(f, x + side / 2, y + 0.45 * side))
         assert 0.6 < face.score <= 1
         assert 0.3 * side < face.w < 0.8 * side  # the face, not the whole picture
+    # Without the search for small faces only the large one is found, at a third of the cost.
+    (large,) = det.detect(_scene(640, 360, places), small=False)
+    assert _contains(large, 40 + 110, 60 + 99)
     assert not det.detect(_scene(640, 360, []))
     assert det.detect(np.zeros((10, 10, 3), np.uint8)) == []  # tiny frames are fine
 
