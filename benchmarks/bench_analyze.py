@@ -1,11 +1,13 @@
 """Speed and memory of ``multimodal analyze`` on generated 720p clips with speech.
 
-    python benchmarks/bench_analyze.py [--minutes 1 10] [--keep DIR]
+    python benchmarks/bench_analyze.py [--minutes 1 10] [--repeat 3] [--keep DIR]
 
 For each length it prints wall time, real-time factor (clip seconds per
 wall-clock second), peak resident memory of the analysis process and its
 ffmpeg children, and two floors: ffmpeg decoding every frame of the clip,
-and the decode step exactly as ``analyze`` runs it (sampled, scaled, gray).
+and the decode step exactly as ``analyze`` runs it (sampled, scaled, RGB).
+Each figure is the median of ``--repeat`` runs, as timings on a shared
+machine vary by 10-20% from run to run.
 """
 from __future__ import annotations
 
@@ -89,6 +91,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, nargs="+", default=[1, 10])
     p.add_argument("--keep", type=Path, help="keep the clips and results here")
     p.add_argument("--args", default="", help="extra analyze options, e.g. '--fps 5'")
+    p.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is printed")
     args = p.parse_args()
     from multimodal.config import AnalyzeConfig
     from multimodal.decode import ffmpeg_exe, probe, sampling_command
@@ -104,16 +107,23 @@ def main() -> None:
         seconds = int(minutes * 60)
         clip = loop_clip(base, work / f"clip_{seconds}s.mp4", seconds)
         info = probe(clip)
-        full_decode, _ = timed([ffmpeg_exe(), "-v", "error", "-i", str(clip), "-f", "null", "-"])
-        sampled_decode, _ = timed(sampling_command(info, cfg.fps, cfg.detect_width, color=True)[:-1] + ["-"])
+        full, sampled, walls, peaks, inner = [], [], [], [], []
         out = work / f"out_{seconds}"
-        shutil.rmtree(out, ignore_errors=True)
-        wall, peak = timed([sys.executable, "-m", "multimodal", "analyze", str(clip), "-o", str(out), "--quiet",
-                            *args.args.split()])
+        for _ in range(args.repeat):
+            full.append(timed([ffmpeg_exe(), "-v", "error", "-i", str(clip), "-f", "null", "-"])[0])
+            sampled.append(timed(sampling_command(info, cfg.fps, cfg.detect_width, color=True)[:-1] + ["-"])[0])
+            shutil.rmtree(out, ignore_errors=True)
+            wall, peak = timed([sys.executable, "-m", "multimodal", "analyze", str(clip), "-o", str(out), "--quiet",
+                                *args.args.split()])
+            walls.append(wall)
+            peaks.append(peak)
+            inner.append(json.loads((out / clip.stem / "analysis.json").read_text())["seconds"])
+        full_decode, sampled_decode = float(np.median(full)), float(np.median(sampled))
+        wall, peak = float(np.median(walls)), max(peaks)
         doc = json.loads((out / clip.stem / "analysis.json").read_text())
-        rows.append((seconds, wall, doc["seconds"], peak, full_decode, sampled_decode, len(doc["faces"])))
+        rows.append((seconds, wall, float(np.median(inner)), peak, full_decode, sampled_decode, len(doc["faces"])))
     print(f"analyze at default settings (fps {cfg.fps}, segment {cfg.segment} s, detector {cfg.detector}) "
-          f"{args.args}; 1280x720 30 fps H.264 with speech")
+          f"{args.args}; 1280x720 30 fps H.264 with speech; medians of {args.repeat} runs, peak memory the largest")
     print("| clip | wall s | of which analysis s | real-time factor | peak RSS MB | full decode s | "
           "sampled decode s | wall / full decode | faces |")
     print("|---|---|---|---|---|---|---|---|---|")
