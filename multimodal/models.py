@@ -1,10 +1,10 @@
 """Loading model files safely, checked against their cards.
 
-A model file ``name.keras`` or ``name.tflite`` ships with a card
-``name.keras.json`` / ``name.tflite.json``: its
-labels in order, input specification, preprocessing, training data and split,
-metrics and the file's sha256. Loading refuses a file whose checksum differs
-from its card. Keras files load in ``safe_mode`` so no code stored in them is
+A model file ships with a card named after it plus ``.json``
+(``visual_default.keras.json``, ``visual_default.tflite.json``): its labels in
+order, input specification, preprocessing, training data and split, metrics
+and the file's sha256. Loading refuses a file whose checksum differs from its
+card. Keras files load in ``safe_mode`` so no code stored in them is
 executed; TFLite files are flat buffers of operators and weights, run by the
 LiteRT interpreter, and hold no code.
 
@@ -173,7 +173,7 @@ def tflite_interpreter(path: str | Path, threads: int = 1):
 
 
 def write_card(model_path: str | Path, kind: str, labels: tuple[str, ...] | list[str], **fields) -> Path:
-    """Write ``name.json`` beside ``model_path`` with its checksum and ``fields``."""
+    """Write the card of ``model_path`` (see :func:`card_path`) with its checksum and ``fields``."""
     model_path = Path(model_path)
     card = {"kind": kind, "file": model_path.name, "labels": list(labels),
             "sha256": sha256_of(model_path), "size_bytes": model_path.stat().st_size, **fields}

@@ -6,6 +6,7 @@ import math
 import queue
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -145,13 +146,18 @@ class Analyzer:
         # The audio stage (mostly ffmpeg and librosa) runs beside the video
         # stage (ffmpeg and TFLite); on two cores this nearly halves the wall
         # time of short clips. They write to different fields of the segments.
+        stop = threading.Event()  # set when the video stage fails or is interrupted
         with ThreadPoolExecutor(max_workers=1) as pool:
-            audio_job = pool.submit(self._audio_stage, info, segments, timings) if info.has_audio else None
+            audio_job = pool.submit(self._audio_stage, info, segments, timings, stop) if info.has_audio else None
             faces: list[FaceRecord] = []
             thumbnails: dict = {}
             if info.has_video:
                 t0 = time.perf_counter()
-                faces = self._visual_pass(info, segments, thumbnails)
+                try:
+                    faces = self._visual_pass(info, segments, thumbnails)
+                except BaseException:
+                    stop.set()
+                    raise
                 timings["video"] = time.perf_counter() - t0
                 models["visual"] = _model_entry(self.visual.card)
                 models["detector"] = {"name": self.cfg.detector}
@@ -178,22 +184,24 @@ class Analyzer:
         return Analysis(info, segments, faces, options, models, warnings, time.perf_counter() - started,
                         timings, thumbnails)
 
-    def _audio_stage(self, info: MediaInfo, segments: list[Segment], timings: dict) -> None:
+    def _audio_stage(self, info: MediaInfo, segments: list[Segment], timings: dict, stop: threading.Event) -> None:
         """Load the audio model if needed and score the segments; times both."""
         t0 = time.perf_counter()
         model = self.audio  # the first load also imports librosa, which takes a second or more
         timings["audio_model_loading"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self._audio_pass(info, segments, model)
+        self._audio_pass(info, segments, model, stop)
         timings["audio"] = time.perf_counter() - t0
 
-    def _audio_pass(self, info: MediaInfo, segments: list[Segment], model: AudioModel) -> None:
-        """Score each segment's audio; silent segments carry no audio evidence."""
+    def _audio_pass(self, info: MediaInfo, segments: list[Segment], model: AudioModel, stop: threading.Event) -> None:
+        """Score each segment's audio; silent segments carry no audio evidence. Returns early on ``stop``."""
         with tempfile.TemporaryDirectory(prefix="multimodal-") as tmp:
             wav = extract_audio(info, Path(tmp) / "audio.wav", model.sample_rate)
             with AudioReader(wav) as reader:
                 chunk: list[tuple[Segment, np.ndarray]] = []
                 for s in segments:
+                    if stop.is_set():
+                        return
                     y = reader.read(s.start, s.end)
                     s.audio_dbfs = rms_dbfs(y) if y.size else None
                     if y.size >= model.sample_rate * 0.25 and s.audio_dbfs > self.cfg.silence_db:

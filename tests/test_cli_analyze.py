@@ -256,3 +256,26 @@ def test_an_unexpected_failure_on_one_file_does_not_stop_the_batch(tiny_models, 
     err = capsys.readouterr().err
     assert "bad.mp4: unexpected RuntimeError: boom" in err and "second line" not in err
     assert (tmp_path / "out" / "good" / "segments.csv").exists()
+
+
+def test_a_failing_video_stage_stops_the_audio_stage(tiny_models, face_video, tmp_path, monkeypatch, capsys):
+    # The audio stage runs in a thread beside the video stage; when the video
+    # stage fails, the audio stage stops at its next segment and the error is reported.
+    from multimodal import pipeline
+    scored = []
+    real_audio_pass = pipeline.Analyzer._audio_pass
+
+    def slow_audio_pass(self, info, segments, model, stop):
+        stop.wait(10)  # the failure below happens while the audio is still being scored
+        real_audio_pass(self, info, segments, model, stop)
+        scored.extend(s for s in segments if s.audio is not None)
+
+    def failing_visual_pass(self, info, segments, thumbnails):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(pipeline.Analyzer, "_audio_pass", slow_audio_pass)
+    monkeypatch.setattr(pipeline.Analyzer, "_visual_pass", failing_visual_pass)
+    assert run(tiny_models, face_video, "-o", tmp_path / "out") == EXIT_FAILED
+    assert "decoder exploded" in capsys.readouterr().err
+    assert scored == []
+    assert not (tmp_path / "out" / face_video.stem).exists()
