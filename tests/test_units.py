@@ -57,6 +57,20 @@ def test_tracker_keeps_ids_and_opens_new_ones():
     assert tr.update(4.5, [Face(500, 300, 40, 40, 1), Face(203, 12, 50, 50, 1)]) == [4, 3]
 
 
+def test_tracker_follows_a_face_that_moves_further_than_it_overlaps():
+    from multimodal.faces import Face
+    from multimodal.tracking import IoUTracker
+    tr = IoUTracker(max_gap=2.0)
+    assert tr.update(0.0, [Face(100, 100, 50, 50, 1), Face(400, 100, 50, 50, 1)]) == [1, 2]
+    # 40 px to the right (IoU 0.11): the same person; the other one stays put.
+    assert tr.update(0.5, [Face(140, 100, 50, 50, 1), Face(400, 100, 50, 50, 1)]) == [1, 2]
+    # Too far (90 px) or too different in size: new people.
+    assert tr.update(1.0, [Face(230, 100, 50, 50, 1)]) == [3]
+    assert tr.update(1.5, [Face(405, 95, 120, 120, 1)]) == [4]
+    # An overlapping match is never taken over by a near one.
+    assert tr.update(2.0, [Face(235, 100, 50, 50, 1), Face(200, 100, 50, 50, 1)]) == [3, 5]
+
+
 def test_group_distribution_weights_by_size_and_score():
     from multimodal.aggregate import group_distribution, label_runs, valence
     p = np.eye(7)[[3, 4]]
