@@ -4,7 +4,7 @@ from __future__ import annotations
 # Exit codes, documented in README.md.
 EXIT_OK = 0
 EXIT_FAILED = 1  # some inputs of a batch failed, the others completed
-EXIT_USAGE = 2  # bad command line
+EXIT_USAGE = 2  # bad command line, or a command whose optional dependencies are missing
 EXIT_INPUT = 3  # no usable input (missing path, no media)
 EXIT_MODEL = 4  # a model file is missing, corrupt or fails its checksum
 EXIT_OUTPUT = 5  # the output cannot be written (permissions, would overwrite)
@@ -29,3 +29,9 @@ class ModelError(MultimodalError):
 
 class OutputError(MultimodalError):
     exit_code = EXIT_OUTPUT
+
+
+class MissingDependencyError(MultimodalError):
+    """A command needs an optional dependency that is not installed; the message names the pip extra."""
+
+    exit_code = EXIT_USAGE

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from multimodal.config import DEFAULT_FACE_DETECTOR
-from multimodal.errors import ModelError
+from multimodal.errors import MissingDependencyError, ModelError
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,8 @@ class MTCNNDetector:
         try:
             from mtcnn import MTCNN
         except ImportError:
-            raise ModelError("the mtcnn detector needs the 'mtcnn' package (pip install mtcnn)") from None
+            raise MissingDependencyError("the mtcnn detector needs the mtcnn package and TensorFlow: "
+                                         "pip install -e '.[mtcnn]'") from None
         self._mtcnn = MTCNN()
         self.min_size, self.min_score = min_size, min_score
 

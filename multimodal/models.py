@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multimodal.errors import ModelError
+from multimodal.errors import MissingDependencyError, ModelError
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def import_keras():
     descriptor is muted for the import alone.
     """
     import sys
-    if "keras" in sys.modules:
+    if sys.modules.get("keras") is not None:
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved = os.dup(2)
@@ -92,6 +92,9 @@ def import_keras():
             os.dup2(devnull.fileno(), 2)
             import keras
             import tensorflow  # noqa: F401  (initialise the runtime while muted)
+    except ImportError:
+        raise MissingDependencyError("TensorFlow is not installed; training, evaluation and .keras models need it: "
+                                     "pip install -e '.[train]'") from None
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -154,7 +157,7 @@ def tflite_interpreter(path: str | Path, threads: int = 1):
             import_keras()  # TensorFlow, imported quietly
             import tensorflow as tf
             Interpreter = tf.lite.Interpreter
-        except (ImportError, AttributeError):
+        except (MissingDependencyError, AttributeError):
             raise ModelError(f"{path}: running a .tflite model needs LiteRT (pip install ai-edge-litert)") from None
     # The runtime announces its CPU delegate on file descriptor 2.
     saved = os.dup(2)

@@ -120,3 +120,26 @@ def test_export_tflite_round_trip(tiny_models, tmp_path):
     clips = [np.random.default_rng(2).normal(0, 0.1, 16000 * n).astype(np.float32) for n in (1, 3)]
     assert AudioModel(tmp_path / "audio.tflite").predict_proba(clips) == pytest.approx(
         AudioModel(tmp_path / "audio.keras").predict_proba(clips), abs=1e-5)
+
+
+def test_analyze_needs_no_tensorflow(face_video, tmp_path):
+    # With TensorFlow and Keras made unimportable, analyze still runs on the shipped models.
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    code = ("import sys\n"
+            "sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
+            "from multimodal.cli import main\n"
+            f"sys.exit(main(['analyze', {str(face_video)!r}, '-o', {str(out)!r}, '--quiet']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / face_video.stem / "segments.csv").exists()
+    # Commands that do need it say how to get it, in one line.
+    code = ("import sys\n"
+            "sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
+            "from multimodal.cli import main\n"
+            "sys.exit(main(['evaluate', 'visual', '--model', 'models/visual_default.keras', '--data', '.',"
+            " '--out', 'x']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "pip install -e '.[train]'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
