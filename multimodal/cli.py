@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face detector (%(default)s)")
     a.add_argument("--max-faces", type=_positive(int), default=defaults.max_faces,
                    help="faces per frame, largest first (%(default)s)")
+    a.add_argument("--small-face-fps", type=_positive(float), default=defaults.small_face_fps,
+                   help="times per second small faces are searched for (%(default)s); "
+                        "as high as --fps searches every sampled frame")
     a.add_argument("--no-pictures", action="store_true", help="skip timeline.png and report.html")
     a.add_argument("--annotate", action="store_true",
                    help="also write annotated.mp4: boxes, person ids and labels drawn on the video")
@@ -155,7 +158,7 @@ def cmd_analyze(args) -> int:
     )
     cfg = replace(AnalyzeConfig(), fps=args.fps, segment=args.segment, fusion=args.fusion,
                   visual_model=args.visual_model, audio_model=args.audio_model, detector=args.detector,
-                  max_faces=args.max_faces, quiet=args.quiet, force=args.force)
+                  max_faces=args.max_faces, small_face_fps=args.small_face_fps, quiet=args.quiet, force=args.force)
     files, errors = collect_inputs(args.inputs)
     for msg in errors:
         _say(f"error: {msg}")

@@ -55,11 +55,13 @@ def test_video_with_face_and_voice(tiny_models, face_video, tmp_path, capsys):
 
 def test_options_change_sampling_and_segments(tiny_models, face_video, tmp_path):
     assert main(["analyze", str(face_video), "-o", str(tmp_path), "--fps", "1", "--segment", "2",
-                 "--fusion", "product", "--max-faces", "1", "--no-pictures", "-q",
+                 "--fusion", "product", "--max-faces", "1", "--small-face-fps", "0.5", "--no-pictures", "-q",
                  "--visual-model", str(tiny_models["visual"]), "--audio-model", str(tiny_models["audio"])]) == 0
     seg = pd.read_csv(tmp_path / "face" / "segments.csv")
     assert len(seg) == 4 and seg["frames"].sum() == 7
     assert not (tmp_path / "face" / "timeline.png").exists()
+    options = json.loads((tmp_path / "face" / "analysis.json").read_text())["options"]
+    assert options["small_face_fps"] == 0.5 and options["max_faces"] == 1
 
 
 def test_summary_is_printed(tiny_models, face_video, tmp_path, capsys):
