@@ -227,3 +227,25 @@ def test_shared_datasets_load_as_documented():
     items = load_ravdess(SHARED_DATA / "ravdess_speech")
     assert len(items) == 1440
     assert sorted({int(u.speaker[-2:]) for u in items if u.fold == 0}) == [2, 5, 14, 15, 16]
+
+
+def test_ship_writes_the_model_and_its_checked_tflite_export(tiny_models, tmp_path):
+    import shutil
+
+    from multimodal.models import card_path, read_card, write_card
+    from training.ship import ship
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_models["visual"], run / "model.keras")
+    write_card(run / "model.keras", "visual", EMOTIONS, input={"shape": [48, 48, 1]}, metrics={"accuracy": 0.5})
+    target = tmp_path / "models" / "visual_default.keras"
+    target.parent.mkdir()
+    message = ship(run, target, "accuracy")
+    assert message.startswith("shipped visual_default.keras") and "same top class" in message
+    lite = read_card(target.with_suffix(".tflite"), "visual")
+    assert lite.data["exported_from"]["sha256"] == read_card(target, "visual").sha256
+    assert lite.data["metrics"] == {"accuracy": 0.5}
+    # A run that scores no better is not shipped, and neither file changes.
+    before = target.with_suffix(".tflite").read_bytes()
+    assert ship(run, target, "accuracy").startswith("kept")
+    assert target.with_suffix(".tflite").read_bytes() == before and card_path(target).exists()

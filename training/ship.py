@@ -1,11 +1,15 @@
 """Copy a training run's model into ``models/`` with its card and report.
 
     python -m training.ship RUN_DIR models/NAME.keras [--metric accuracy] [--extra card-extra.json]
+                            [--fer DATA | --ravdess DATA]
 
 The model is re-saved without optimizer state, its card carried over with a
 new checksum, and the run's report copied to ``models/reports/NAME/``. An
 existing model is replaced only if the new one scores higher on ``--metric``
-(or with ``--force``).
+(or with ``--force``). Its TFLite export ``NAME.tflite``, which ``analyze``
+runs, is written next to it (``training/export_tflite.py``), checked on the
+model's test data when ``--fer`` or ``--ravdess`` is given, else on random
+inputs.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import sys
 from pathlib import Path
 
 
-def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict | None = None) -> str:
+def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict | None = None,
+         fer: Path | None = None, ravdess: Path | None = None) -> str:
     from multimodal.models import card_path, write_card
     from training.loop import export_model
     card = json.loads(card_path(run / "model.keras").read_text())
@@ -34,7 +39,8 @@ def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict 
         shutil.copytree(run / "report", reports)
         fields["report"] = str(reports.relative_to(target.parent) / "report.md")
     write_card(target, card["kind"], card["labels"], **fields)
-    return f"shipped {target.name}: {metric} {new:.4f}"
+    from training.export_tflite import export
+    return f"shipped {target.name}: {metric} {new:.4f}; {export(target, fer, ravdess)}"
 
 
 def main(argv=None) -> int:
@@ -44,9 +50,11 @@ def main(argv=None) -> int:
     p.add_argument("--metric", default="accuracy")
     p.add_argument("--extra", type=Path, help="JSON object merged into the card")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--fer", type=Path, help="FER2013, to check a visual model's export on PrivateTest")
+    p.add_argument("--ravdess", type=Path, help="RAVDESS speech, to check an audio model's export on its test fold")
     a = p.parse_args(argv)
     extra = json.loads(a.extra.read_text()) if a.extra else None
-    print(ship(a.run, a.target, a.metric, a.force, extra))
+    print(ship(a.run, a.target, a.metric, a.force, extra, a.fer, a.ravdess))
     return 0
 
 
