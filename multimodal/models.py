@@ -15,6 +15,7 @@ import.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -86,19 +87,27 @@ def import_keras():
     if sys.modules.get("keras") is not None:
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
+        with _fd2_muted():
             import keras
             import tensorflow  # noqa: F401  (initialise the runtime while muted)
     except ImportError:
         raise MissingDependencyError("TensorFlow is not installed; training, evaluation and .keras models need it: "
                                      "pip install -e '.[train]'") from None
+    return keras
+
+
+@contextlib.contextmanager
+def _fd2_muted():
+    """Send file descriptor 2 to /dev/null: native runtimes write there directly, past Python."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-    return keras
 
 
 def load_keras_model(card: ModelCard):
@@ -159,19 +168,14 @@ def tflite_interpreter(path: str | Path, threads: int = 1):
             Interpreter = tf.lite.Interpreter
         except (MissingDependencyError, AttributeError):
             raise ModelError(f"{path}: running a .tflite model needs LiteRT (pip install ai-edge-litert)") from None
-    # The runtime announces its CPU delegate on file descriptor 2.
-    saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull, warnings.catch_warnings():
+        # The runtime announces its CPU delegate on file descriptor 2.
+        with _fd2_muted(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            os.dup2(devnull.fileno(), 2)
             net = Interpreter(model_path=str(path), num_threads=threads)
             net.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         raise ModelError(f"{path}: cannot load model ({str(err).splitlines()[0][:200]})") from None
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
     return net
 
 
