@@ -1,6 +1,8 @@
 """Aggregating individual face results into group and segment figures."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from multimodal.config import EMOTIONS
@@ -8,6 +10,17 @@ from multimodal.config import EMOTIONS
 #: Valence groups, as group-emotion work reports them.
 VALENCE = {"positive": ("happy", "surprise"), "negative": ("angry", "disgust", "fear", "sad"),
            "neutral": ("neutral",)}
+
+
+def segment_bounds(duration: float, segment: float) -> list[tuple[float, float]]:
+    """``(start, end)`` in seconds of the segments a recording is cut into.
+
+    Segments are ``segment`` seconds long from time 0; the last one ends with
+    the recording and may be shorter. A recording shorter than one segment is
+    one segment.
+    """
+    n = max(1, math.ceil(duration / segment - 1e-6))
+    return [(i * segment, min(duration, (i + 1) * segment)) for i in range(n)]
 
 
 def group_distribution(probs: np.ndarray, areas: np.ndarray, scores: np.ndarray) -> np.ndarray | None:

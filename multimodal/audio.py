@@ -1,18 +1,25 @@
-"""Speech-emotion features and the audio model.
+"""Speech-emotion features, the audio model, and the audio evidence of a clip.
 
-Features are MFCCs (with first and second deltas) on 10 ms frames at 16 kHz,
-computed identically for training and for ``analyze``: the parameters live in
+Features are MFCCs (with first and second deltas) on 10 ms frames at 16 kHz
+of the level-normalised clip, computed identically for training, evaluation
+and ``analyze``: the parameters live in
 :class:`multimodal.config.AudioFeatureConfig` and are stored in the model card.
+
+:func:`audio_evidence` is the one gate between a clip and the audio model:
+a clip is scored only when the speech detector hears speech in it.
+``analyze``, ``evaluate audio`` and the benchmarks all go through it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from multimodal.aggregate import segment_bounds
 from multimodal.config import EMOTIONS, AudioFeatureConfig
 from multimodal.models import ModelCard, load_model, read_card
+from multimodal.speech import SpeechDetector
 
 #: How the audio model's labels map onto the project's 7 classes.
 #: RAVDESS "calm" has no FER2013 counterpart; it is closest to neutral.
@@ -37,15 +44,51 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
+#: Lowest level reported, in dBFS: about the noise floor of 16-bit audio, so
+#: digital silence reads -100 rather than a meaningless -240.
+LEVEL_FLOOR_DBFS = -100.0
+
+
 def rms_dbfs(y: np.ndarray) -> float:
-    """Root-mean-square level of a signal in dB relative to full scale."""
+    """Root-mean-square level of a signal in dB relative to full scale, at least
+    :data:`LEVEL_FLOOR_DBFS`; NaN for an empty signal."""
     if y.size == 0:
-        return -np.inf
-    return float(20 * np.log10(np.sqrt(np.mean(np.square(y, dtype=np.float64))) + 1e-12))
+        return float("nan")
+    rms = np.sqrt(np.mean(np.square(y, dtype=np.float64)))
+    return float(max(LEVEL_FLOOR_DBFS, 20 * np.log10(rms + 1e-12)))
+
+
+def normalize_level(y: np.ndarray, target_dbfs: float = -20.0, frame: int = 512) -> np.ndarray:
+    """Scale a signal so that its loud frames sit at ``target_dbfs``.
+
+    The reference is the 95th percentile of the RMS of ``frame``-sample
+    frames: the voiced part of speech, whatever the pauses around it, and not
+    thrown off by one click. Scaling the input by any gain gives the same
+    output, so features computed after this do not depend on the recording
+    level. Digital silence is returned unchanged.
+
+    Parameters
+    ----------
+    y : float array, shape (n_samples,)
+    target_dbfs : float, dB relative to full scale
+    frame : int, samples per frame
+
+    Returns
+    -------
+    float32 array, shape (n_samples,)
+    """
+    y = np.asarray(y, dtype=np.float32)
+    n = y.size // frame
+    frames = y[:n * frame].reshape(n, frame) if n else y[None]
+    ref = float(np.percentile(np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1)), 95))
+    if ref < 1e-7:  # below -140 dBFS: nothing but rounding noise to amplify
+        return y
+    return y * np.float32(10 ** (target_dbfs / 20) / ref)
 
 
 def mfcc_features(y: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
-    """MFCC (+ deltas) matrix of a mono signal.
+    """MFCC (+ deltas) matrix of a mono signal, level-normalised first
+    (:func:`normalize_level`) when ``cfg.level_dbfs`` is set.
 
     Parameters
     ----------
@@ -56,6 +99,8 @@ def mfcc_features(y: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig())
     one frame per ``cfg.hop_length`` samples.
     """
     import librosa
+    if cfg.level_dbfs is not None:
+        y = normalize_level(y, cfg.level_dbfs)
     if y.size < cfg.n_fft:
         y = np.pad(y, (0, cfg.n_fft - y.size))
     m = librosa.feature.mfcc(y=y, sr=cfg.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft,
@@ -90,13 +135,29 @@ def to_project_labels(probs: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+def features_from_card(card: ModelCard) -> AudioFeatureConfig:
+    """The feature parameters a model was trained with, as its card records them.
+
+    Cards written before level normalisation existed have no ``level_dbfs``:
+    their models were trained on raw levels, so none is applied.
+    """
+    stored = card.data.get("features", {})
+    known = asdict(AudioFeatureConfig())
+    return AudioFeatureConfig(**{"level_dbfs": None, **{k: v for k, v in stored.items() if k in known}})
+
+
 class AudioModel:
-    """The speech-emotion classifier behind a verified model card."""
+    """The speech-emotion classifier behind a verified model card.
+
+    Parameters
+    ----------
+    model_path : path
+        A ``.tflite`` or ``.keras`` file with its card.
+    """
 
     def __init__(self, model_path: str | Path):
         self.card: ModelCard = read_card(model_path, "audio")
-        feat = self.card.data.get("features", {})
-        self.features = AudioFeatureConfig(**{k: v for k, v in feat.items() if k in asdict(AudioFeatureConfig())})
+        self.features = features_from_card(self.card)
         self.model = load_model(self.card)
         # librosa's first call imports and compiles a good deal: pay it at load time, not mid-analysis.
         self.predict_proba([np.zeros(self.sample_rate, np.float32)])
@@ -105,19 +166,86 @@ class AudioModel:
     def sample_rate(self) -> int:
         return self.features.sample_rate
 
-    def predict_proba(self, clips: list[np.ndarray]) -> np.ndarray:
-        """Class probabilities over :data:`EMOTIONS` for each clip.
+    def predict_model_proba(self, clips: list[np.ndarray]) -> np.ndarray:
+        """Probabilities over the model's own labels (``card.labels``) for each clip.
 
-        Clips are mono float arrays at :attr:`sample_rate`; each is scored on
-        its own because the network pools over time and lengths differ.
-        Returns an array of shape (len(clips), 7).
+        Clips are mono float arrays at :attr:`sample_rate`, at any level; each
+        is scored on its own because the network pools over time and lengths
+        differ. Returns an array of shape (len(clips), len(card.labels)).
         """
         if not clips:
-            return np.zeros((0, len(EMOTIONS)))
+            return np.zeros((0, len(self.card.labels)))
         feats = [mfcc_features(c, self.features) for c in clips]
         lengths = {f.shape[0] for f in feats}
         if len(lengths) == 1:  # the usual case in analyze: one batch
             raw = self.model.predict_on_batch(np.stack(feats))
         else:
             raw = np.concatenate([self.model.predict_on_batch(f[None]) for f in feats])
-        return to_project_labels(np.asarray(raw, dtype=np.float64), self.card.labels)
+        return np.asarray(raw, dtype=np.float64)
+
+    def predict_proba(self, clips: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities over :data:`EMOTIONS` for each clip, shape (len(clips), 7)."""
+        return to_project_labels(self.predict_model_proba(clips), self.card.labels)
+
+
+@dataclass(frozen=True)
+class AudioEvidence:
+    """What one clip of audio says.
+
+    ``probs`` is None when the clip holds less than the minimum of speech:
+    then the audio is *no evidence*, which is not the same as "neutral".
+    """
+
+    speech: float  # seconds of speech heard in the clip
+    dbfs: float  # RMS level, at least LEVEL_FLOOR_DBFS; NaN for an empty clip
+    probs: np.ndarray | None  # (len(model.card.labels),): the model's own labels
+
+
+def audio_evidence(clips: list[np.ndarray], model: AudioModel, speech: SpeechDetector,
+                   min_speech: float) -> list[AudioEvidence]:
+    """Score the clips that hold speech; the others are no evidence.
+
+    Parameters
+    ----------
+    clips : list of float arrays, mono at ``model.sample_rate`` (16 kHz)
+    model : the speech-emotion model
+    speech : the speech detector
+    min_speech : float, seconds of speech a clip needs to be scored
+
+    Returns
+    -------
+    One :class:`AudioEvidence` per clip, in order.
+    """
+    heard = [speech.speech_seconds(y) if y.size else 0.0 for y in clips]
+    scored = [i for i, (y, s) in enumerate(zip(clips, heard)) if s >= min_speech]
+    probs = dict(zip(scored, model.predict_model_proba([clips[i] for i in scored])))
+    return [AudioEvidence(s, rms_dbfs(y), probs.get(i)) for i, (y, s) in enumerate(zip(clips, heard))]
+
+
+def recording_distribution(y: np.ndarray, model: AudioModel, speech: SpeechDetector, segment: float,
+                           min_speech: float) -> np.ndarray | None:
+    """One distribution for a whole recording, as ``analyze`` would summarise it.
+
+    The recording is cut into ``segment``-second segments exactly as
+    ``analyze`` cuts a file; the segments with speech are scored and their
+    distributions averaged, weighted by duration.
+
+    Parameters
+    ----------
+    y : float array, shape (n_samples,), mono at ``model.sample_rate``
+    segment : float, seconds
+
+    Returns
+    -------
+    float array, shape (len(model.card.labels),), over the model's own labels;
+    None when no segment holds speech.
+    """
+    sr = model.sample_rate
+    bounds = segment_bounds(y.size / sr, segment)
+    clips = [y[int(round(a * sr)):int(round(b * sr))] for a, b in bounds]
+    found = [(b - a, e.probs) for (a, b), e in zip(bounds, audio_evidence(clips, model, speech, min_speech))
+             if e.probs is not None]
+    if not found:
+        return None
+    weights = np.array([w for w, _ in found])
+    return (np.array([p for _, p in found]) * weights[:, None]).sum(axis=0) / weights.sum()

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--small-face-fps", type=_positive(float), default=defaults.small_face_fps,
                    help="times per second small faces are searched for (%(default)s); "
                         "as high as --fps searches every sampled frame")
+    a.add_argument("--min-speech", type=_positive(float), default=defaults.min_speech,
+                   help="seconds of speech a segment needs for the voice to count (%(default)s)")
     a.add_argument("--no-pictures", action="store_true", help="skip timeline.png and report.html")
     a.add_argument("--annotate", action="store_true",
                    help="also write annotated.mp4: boxes, person ids and labels drawn on the video")
@@ -81,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--seed", type=int, default=1)
     tv.add_argument("--limit", type=_positive(int), default=None, help="train on a random subset of N images")
     tv.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    ta = tsub.add_parser("audio", help="speech-emotion model on RAVDESS and/or TESS")
-    ta.add_argument("--data", required=True, type=Path, help="folder with RAVDESS Actor_XX/ and/or TESS files")
+    ta = tsub.add_parser("audio", help="speech-emotion model on RAVDESS, with TESS and EmoDB if given")
+    ta.add_argument("--data", required=True, type=Path, nargs="+",
+                    help="folders with RAVDESS Actor_XX/, TESS and/or EmoDB files")
     ta.add_argument("--out", required=True, type=Path)
     ta.add_argument("--test-fold", type=int, default=0, choices=range(5))
     ta.add_argument("--val-fold", type=int, default=None, choices=range(5))
@@ -100,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, type=Path, help="report directory")
     ev.add_argument("--split", default="PrivateTest", choices=("PrivateTest", "PublicTest", "Training"))
     ev.add_argument("--flip", action="store_true", help="also report test-time flip averaging")
-    ea = esub.add_parser("audio", help="on the actors of one RAVDESS fold (0 by default)")
-    ea.add_argument("--model", required=True, type=Path)
-    ea.add_argument("--data", required=True, type=Path)
+    ea = esub.add_parser("audio", help="on the held-out speakers of one fold (0 by default), as analyze scores files")
+    ea.add_argument("--model", type=Path, default=defaults.audio_model,
+                    help="a .keras or .tflite model with its card (default: the shipped model)")
+    ea.add_argument("--data", required=True, type=Path, nargs="+", help="folders with RAVDESS and/or EmoDB files")
     ea.add_argument("--out", required=True, type=Path)
     ea.add_argument("--test-fold", type=int, default=0, choices=range(5))
 
@@ -158,7 +162,8 @@ def cmd_analyze(args) -> int:
     )
     cfg = replace(AnalyzeConfig(), fps=args.fps, segment=args.segment, fusion=args.fusion,
                   visual_model=args.visual_model, audio_model=args.audio_model, detector=args.detector,
-                  max_faces=args.max_faces, small_face_fps=args.small_face_fps, quiet=args.quiet, force=args.force)
+                  max_faces=args.max_faces, small_face_fps=args.small_face_fps, min_speech=args.min_speech,
+                  quiet=args.quiet, force=args.force)
     files, errors = collect_inputs(args.inputs)
     for msg in errors:
         _say(f"error: {msg}")
@@ -214,7 +219,7 @@ def cmd_train(args) -> int:
               f"report in {args.out / 'report'}")
         return EXIT_OK
     from training.train_audio import AudioTrainConfig, cross_validate, train_audio
-    cfg = AudioTrainConfig(data=args.data, out=args.out, test_fold=args.test_fold, val_fold=args.val_fold,
+    cfg = AudioTrainConfig(data=tuple(args.data), out=args.out, test_fold=args.test_fold, val_fold=args.val_fold,
                            epochs=args.epochs, patience=args.patience, seed=args.seed, resume=args.resume)
     if args.cv:
         cv = cross_validate(cfg)
@@ -231,19 +236,22 @@ def cmd_evaluate(args) -> int:
     from training.evaluate import evaluate_audio_model, evaluate_visual_model
     if not args.model.is_file():
         raise ModelError(f"{args.model}: model file not found")
-    if args.model.suffix != ".keras":
-        raise ModelError(f"{args.model}: evaluate takes a .keras model (a .tflite export gives the same outputs, "
-                         "checked when it was exported)")
-    if not args.data.exists():
-        raise InputError(f"{args.data}: no such file or directory")
+    if args.modality == "visual" and args.model.suffix != ".keras":
+        raise ModelError(f"{args.model}: evaluate visual takes a .keras model (a .tflite export gives the same "
+                         "outputs, checked when it was exported)")
+    for path in args.data if isinstance(args.data, list) else [args.data]:
+        if not path.exists():
+            raise InputError(f"{path}: no such file or directory")
     if args.modality == "visual":
         s = evaluate_visual_model(args.model, args.data, args.out, split=args.split, flip=args.flip)
         print(f"{s['split']}: accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f}, "
               f"ECE {s['ece']:.4f}, {s['ms_per_face']:.2f} ms/face; report in {args.out}")
     else:
-        s = evaluate_audio_model(args.model, args.data, args.out, test_fold=args.test_fold)
-        print(f"fold {args.test_fold}: 8-class accuracy {s['accuracy_8class']:.4f}, 7-class "
-              f"{s['accuracy_7class']:.4f}, UAR {s['uar']:.4f}; report in {args.out}")
+        results = evaluate_audio_model(args.model, args.data, args.out, test_fold=args.test_fold)
+        for corpus, s in results.items():
+            print(f"fold {args.test_fold}, {corpus}: 8-class accuracy {s['accuracy_8class']:.4f}, 7-class "
+                  f"{s['accuracy_7class']:.4f}, UAR {s['uar']:.4f}, {s['no_evidence']} of {s['n']} recordings "
+                  f"with no audio evidence; report in {args.out / corpus}")
     return EXIT_OK
 
 

@@ -16,6 +16,7 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_VISUAL_MODEL = MODELS_DIR / "visual_default.tflite"
 DEFAULT_AUDIO_MODEL = MODELS_DIR / "audio_default.tflite"
 DEFAULT_FACE_DETECTOR = MODELS_DIR / "face_detector.tflite"
+DEFAULT_SPEECH_DETECTOR = MODELS_DIR / "speech_detector.onnx"
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac"})
@@ -40,6 +41,11 @@ class AudioFeatureConfig:
     n_mels: int = 64
     deltas: bool = True
     window_seconds: float = 3.0  # fixed training window; inference pools over time
+    # Each clip is scaled so that its loud frames sit at this level before the
+    # features are computed, so the recording level cannot change the answer
+    # (see multimodal.audio.normalize_level). None: features of the raw level,
+    # as models trained before this option were.
+    level_dbfs: float | None = -20.0
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,9 @@ class AnalyzeConfig:
     max_faces: int = 20  # per frame, largest first
     min_face: int = 32  # pixels, on the decoded frame
     detect_width: int = 640  # frames are decoded at most this wide for detection
-    silence_db: float = -45.0  # segment RMS (dBFS) below which audio is "no evidence"
+    # A segment is audio evidence when the speech detector hears at least this
+    # much speech in it (silero-vad's own minimum speech duration), whatever its level.
+    min_speech: float = 0.25  # seconds
     batch_size: int = 64
     detect_workers: int = 2  # threads detecting faces ahead of tracking and classification
     # Small faces (under about a sixth of the frame's height) are looked for this

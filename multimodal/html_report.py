@@ -46,6 +46,16 @@ def _chip(label: str | None) -> str:
     return f'<span class="chip" style="background:{COLORS[label]}">{escape(label)}</span>'
 
 
+def _audio_note(doc: dict) -> str:
+    """How much the audio track said: 'no audio', 'audio, no speech heard', or 'audio (speech in k of n segments)'."""
+    if not doc["input"]["has_audio"]:
+        return "no audio"
+    heard = sum(1 for row in doc["segments"] if row["audio_happy"] is not None)
+    if not heard:
+        return "audio, <b>no speech heard</b>"
+    return f"audio (speech in {heard} of {len(doc['segments'])} segments)"
+
+
 def html_report(a, doc: dict, timeline: Path | None) -> str:
     """The page for analysis ``a`` whose JSON document is ``doc``."""
     s = doc["summary"]
@@ -55,7 +65,7 @@ def html_report(a, doc: dict, timeline: Path | None) -> str:
            f"<h1>{escape(Path(info['path']).name)}</h1>",
            f"<p class='muted'>{info['duration']:.1f} s · {len(doc['segments'])} segments of "
            f"{doc['options']['segment']:g} s · {len(doc['tracks'])} people · "
-           f"{'video' if info['has_video'] else 'no video'} + {'audio' if info['has_audio'] else 'no audio'}</p>",
+           f"{'video' if info['has_video'] else 'no video'} + {_audio_note(doc)}</p>",
            "<h2>Summary</h2>",
            f"<p>Dominant emotion: {_chip(s['dominant'])} ({s['mean'][s['dominant']]:.0%} of fused probability)</p>",
            _bar(s["mean"]),
@@ -79,12 +89,13 @@ def html_report(a, doc: dict, timeline: Path | None) -> str:
             "<th>voice</th><th>group valence (+ / − / 0)</th><th>modalities</th></tr>"]
     for row in doc["segments"]:
         audio = max(EMOTIONS, key=lambda e: row[f"audio_{e}"]) if row["audio_happy"] is not None else None
+        voice = _chip(audio) if audio or row["speech"] is None else '<span class="muted">no speech</span>'
         faces = max(EMOTIONS, key=lambda e: row[f"visual_{e}"]) if row["visual_happy"] is not None else None
         val = (f"{row['group_valence_positive']:.2f} / {row['group_valence_negative']:.2f} / "
                f"{row['group_valence_neutral']:.2f}" if row["group_valence_positive"] is not None else "–")
         conf = f"{row['confidence']:.0%}" if row["confidence"] is not None else "–"
         out.append(f"<tr><td>{row['start']:.1f}–{row['end']:.1f} s</td><td>{_chip(row['label'])}</td><td>{conf}</td>"
-                   f"<td>{_chip(faces)}</td><td>{_chip(audio)}</td><td>{val}</td><td>{row['modalities']}</td></tr>")
+                   f"<td>{_chip(faces)}</td><td>{voice}</td><td>{val}</td><td>{row['modalities']}</td></tr>")
     out.append("</table>")
     models = doc["models"]
     out += ["<h2>Models and options</h2><ul>"]

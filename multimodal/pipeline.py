@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import queue
 import sys
 import tempfile
@@ -18,12 +17,14 @@ import numpy as np
 
 from multimodal import __version__
 from multimodal.aggregate import group_distribution
-from multimodal.audio import AudioModel, rms_dbfs
+from multimodal.aggregate import segment_bounds
+from multimodal.audio import AudioModel, audio_evidence, to_project_labels
 from multimodal.config import EMOTIONS, MODELS_DIR, AnalyzeConfig
 from multimodal.decode import AudioReader, MediaInfo, extract_audio, iter_frames, probe
 from multimodal.errors import InputError, ModelError
 from multimodal.faces import Face, crop_faces, largest, make_detector, to_gray
 from multimodal.fusion import make_strategy
+from multimodal.speech import SpeechDetector
 from multimodal.tracking import IoUTracker
 from multimodal.visual import VisualModel
 
@@ -47,8 +48,9 @@ class Segment:
     faces: int = 0  # face detections in the segment
     tracks: int = 0  # distinct people
     visual: np.ndarray | None = None  # (7,) group distribution of the faces
-    audio: np.ndarray | None = None  # (7,)
-    audio_dbfs: float | None = None
+    audio: np.ndarray | None = None  # (7,); None when the segment holds no speech
+    audio_dbfs: float | None = None  # RMS level, floored at -100 dBFS; None without audio
+    speech: float | None = None  # fraction of the segment with a voice; None without audio
     fused: np.ndarray | None = None  # (7,)
 
     @property
@@ -104,6 +106,7 @@ class Analyzer:
                              "(written by 'multimodal compare-fusion --save')")
         self._visual: VisualModel | None = None
         self._audio: AudioModel | None = None
+        self._speech: SpeechDetector | None = None
         self._detectors: list = []  # one per detection thread, the first also describes the detector
 
     # Models load on first use: an audio-only batch never loads the visual model.
@@ -118,6 +121,12 @@ class Analyzer:
         if self._audio is None:
             self._audio = AudioModel(self.cfg.audio_model)
         return self._audio
+
+    @property
+    def speech(self) -> SpeechDetector:
+        if self._speech is None:
+            self._speech = SpeechDetector()
+        return self._speech
 
     @property
     def detector(self):
@@ -135,8 +144,7 @@ class Analyzer:
         if info.duration < cfg.segment:
             warnings.append(f"{info.path.name}: clip ({info.duration:.1f} s) is shorter than one segment "
                             f"({cfg.segment:g} s); it is analysed as one shorter segment")
-        n = max(1, math.ceil(info.duration / cfg.segment - 1e-6))
-        segments = [Segment(i, i * cfg.segment, min(info.duration, (i + 1) * cfg.segment)) for i in range(n)]
+        segments = [Segment(i, a, b) for i, (a, b) in enumerate(segment_bounds(info.duration, cfg.segment))]
         models = {}
         timings = {}
         t0 = time.perf_counter()
@@ -169,9 +177,15 @@ class Analyzer:
             if audio_job is not None:
                 audio_job.result()
                 models["audio"] = _model_entry(self.audio.card)
+                models["speech_detector"] = {"file": self.speech.card.name, "sha256": self.speech.card.sha256}
+                if not any(s.audio is not None for s in segments):
+                    warnings.append(f"{info.path.name}: no speech heard in the audio track; "
+                                    "the voice contributes nothing" + (" and the faces decide alone"
+                                                                      if info.has_video else ""))
         if not any(s.visual is not None or s.audio is not None for s in segments):
-            raise InputError(f"{info.path}: no usable evidence (no faces found"
-                             f"{' and the audio is silent' if info.has_audio else ' and no audio track'})")
+            raise InputError(f"{info.path}: no usable evidence ("
+                             + ("no faces found" if info.has_video else "no video") + " and "
+                             + ("no speech in the audio" if info.has_audio else "no audio track") + ")")
         pv = np.array([s.visual if s.visual is not None else np.full(7, np.nan) for s in segments])
         pa = np.array([s.audio if s.audio is not None else np.full(7, np.nan) for s in segments])
         fused = self.fusion.predict_proba(pv, pa)
@@ -180,37 +194,39 @@ class Analyzer:
         models["fusion"] = {"strategy": self.fusion.name, "parameters": self.fusion.get_state()}
         options = {"fps": cfg.fps, "segment": cfg.segment, "fusion": cfg.fusion, "detector": cfg.detector,
                    "max_faces": cfg.max_faces, "min_face": cfg.min_face, "detect_width": cfg.detect_width,
-                   "small_face_fps": cfg.small_face_fps, "silence_db": cfg.silence_db}
+                   "small_face_fps": cfg.small_face_fps, "min_speech": cfg.min_speech}
         return Analysis(info, segments, faces, options, models, warnings, time.perf_counter() - started,
                         timings, thumbnails)
 
     def _audio_stage(self, info: MediaInfo, segments: list[Segment], timings: dict, stop: threading.Event) -> None:
         """Load the audio model if needed and score the segments; times both."""
         t0 = time.perf_counter()
-        model = self.audio  # the first load also imports librosa, which takes a second or more
+        # The first load also imports librosa, which takes a second or more.
+        model, _ = self.audio, self.speech
         timings["audio_model_loading"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self._audio_pass(info, segments, model, stop)
         timings["audio"] = time.perf_counter() - t0
 
     def _audio_pass(self, info: MediaInfo, segments: list[Segment], model: AudioModel, stop: threading.Event) -> None:
-        """Score each segment's audio; silent segments carry no audio evidence. Returns early on ``stop``."""
+        """Score each segment's audio through :func:`multimodal.audio.audio_evidence`:
+        segments without speech carry no audio evidence. Returns early on ``stop``."""
+        speech = self.speech
         with tempfile.TemporaryDirectory(prefix="multimodal-") as tmp:
             wav = extract_audio(info, Path(tmp) / "audio.wav", model.sample_rate)
             with AudioReader(wav) as reader:
-                chunk: list[tuple[Segment, np.ndarray]] = []
-                for s in segments:
+                for first in range(0, len(segments), self.cfg.batch_size):
                     if stop.is_set():
                         return
-                    y = reader.read(s.start, s.end)
-                    s.audio_dbfs = rms_dbfs(y) if y.size else None
-                    if y.size >= model.sample_rate * 0.25 and s.audio_dbfs > self.cfg.silence_db:
-                        chunk.append((s, y))
-                    if len(chunk) >= self.cfg.batch_size or (chunk and s is segments[-1]):
-                        probs = model.predict_proba([y for _, y in chunk])
-                        for (seg, _), p in zip(chunk, probs):
-                            seg.audio = p
-                        chunk = []
+                    batch = segments[first:first + self.cfg.batch_size]
+                    clips = [reader.read(s.start, s.end) for s in batch]
+                    for s, y, e in zip(batch, clips, audio_evidence(clips, model, speech, self.cfg.min_speech)):
+                        if not y.size:
+                            continue
+                        s.audio_dbfs = e.dbfs
+                        s.speech = min(1.0, e.speech / max(s.end - s.start, 1e-9))
+                        if e.probs is not None:
+                            s.audio = to_project_labels(e.probs[None], model.card.labels)[0]
 
     def _detected(self, frames: Iterator[tuple[float, np.ndarray]], color: bool
                   ) -> Iterator[tuple[float, np.ndarray, list[Face]]]:

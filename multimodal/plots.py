@@ -41,20 +41,24 @@ def timeline_png(a, path: Path) -> Path:
                              gridspec_kw={"height_ratios": heights})
     colors = [COLORS[e] for e in EMOTIONS]
 
-    def stacked(ax, m, title):
+    def stacked(ax, m, title, no_speech=None):
         x = np.repeat(edges, 2)[1:-1]  # step-shaped areas: constant within a segment
         y = np.repeat(np.nan_to_num(m, nan=0.0), 2, axis=0).T
         ax.stackplot(x, y, colors=colors, linewidth=0)
         missing = np.isnan(m).any(axis=1)
         for i in np.flatnonzero(missing):
-            ax.axvspan(edges[i], edges[i + 1], color="white", hatch="///", ec="#cccccc", lw=0)
+            if no_speech is not None and no_speech[i]:
+                ax.axvspan(edges[i], edges[i + 1], color="#eeeeee", hatch="...", ec="#999999", lw=0)
+            else:
+                ax.axvspan(edges[i], edges[i + 1], color="white", hatch="///", ec="#cccccc", lw=0)
         ax.set_ylim(0, 1)
         ax.set_yticks([])
         ax.set_ylabel(title, rotation=0, ha="right", va="center")
 
     stacked(axes[0], _matrix(segs, "fused"), "fused")
     stacked(axes[1], _matrix(segs, "visual"), "faces")
-    stacked(axes[2], _matrix(segs, "audio"), "voice")
+    no_speech = np.array([s.audio is None and s.audio_dbfs is not None for s in segs])
+    stacked(axes[2], _matrix(segs, "audio"), "voice", no_speech)
     half = 0.5 / a.options["fps"]
     for ax, tid in zip(axes[3:], shown_tracks):
         recs = [r for r in a.faces if r.track_id == tid]
@@ -75,8 +79,10 @@ def timeline_png(a, path: Path) -> Path:
         title += f" (first {len(shown_tracks)} of {len(tracks)} people shown)"
     axes[0].set_title(title)
     fig.legend(handles=[Patch(color=COLORS[e], label=e) for e in EMOTIONS] +
-               [Patch(facecolor="white", hatch="///", edgecolor="#aaaaaa", label="no evidence")],
-               loc="lower center", ncol=8, frameon=False)
+               [Patch(facecolor="white", hatch="///", edgecolor="#aaaaaa", label="no evidence")] +
+               ([Patch(facecolor="#eeeeee", hatch="...", edgecolor="#999999", label="no speech")]
+                if no_speech.any() else []),
+               loc="lower center", ncol=9, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100)

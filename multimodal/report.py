@@ -23,7 +23,7 @@ from multimodal.errors import OutputError
 from multimodal.pipeline import Analysis, tool_version
 
 SEGMENT_COLUMNS = (["segment", "start", "end", "frames", "faces", "people", "modalities", "label", "confidence",
-                    "audio_dbfs"] + [f"{m}_{e}" for m in ("visual", "audio", "fused") for e in EMOTIONS]
+                    "audio_dbfs", "speech"] + [f"{m}_{e}" for m in ("visual", "audio", "fused") for e in EMOTIONS]
                    + ["valence_positive", "valence_negative", "valence_neutral",
                       "group_valence_positive", "group_valence_negative", "group_valence_neutral"])
 FACE_COLUMNS = ["time", "segment", "track_id", "x", "y", "w", "h", "detection_score", "label", "confidence"] + \
@@ -39,7 +39,8 @@ def segment_rows(a: Analysis) -> list[dict]:
     for s in a.segments:
         row = {"segment": s.index, "start": _r(s.start, 3), "end": _r(s.end, 3), "frames": s.frames,
                "faces": s.faces, "people": s.tracks, "modalities": s.modalities, "label": s.label,
-               "confidence": _r(s.confidence), "audio_dbfs": _r(s.audio_dbfs, 1)}
+               "confidence": _r(s.confidence), "audio_dbfs": _r(s.audio_dbfs, 1),
+               "speech": _r(s.speech, 3)}
         for m, p in (("visual", s.visual), ("audio", s.audio), ("fused", s.fused)):
             for j, e in enumerate(EMOTIONS):
                 row[f"{m}_{e}"] = None if p is None else _r(p[j])

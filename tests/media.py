@@ -62,3 +62,40 @@ def write_wav(path: Path, seconds: float = 4.0, sr: int = 16000, stereo: bool = 
     y = speech_like(seconds, sr)
     sf.write(path, np.stack([y, y], axis=1) if stereo else y, sr)
     return path
+
+
+DEMO = FIXTURES.parent / "demo" / "demo.mp4"
+
+
+def demo_speech(seconds: float = 6.0, sr: int = 16000) -> np.ndarray:
+    """The first ``seconds`` of the demo clip's voice (synthetic English speech), mono float32."""
+    import subprocess
+
+    import imageio_ffmpeg
+    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(DEMO),
+                          "-t", str(seconds), "-vn", "-ac", "1", "-ar", str(sr), "-f", "f32le", "pipe:1"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.float32).copy()
+
+
+def at_level(y: np.ndarray, dbfs: float) -> np.ndarray:
+    """``y`` scaled to an RMS level of ``dbfs``."""
+    rms = np.sqrt(np.mean(np.square(y, dtype=np.float64)))
+    return (y * (10 ** (dbfs / 20) / rms)).astype(np.float32)
+
+
+def non_speech(kind: str, seconds: float = 3.0, sr: int = 16000) -> np.ndarray:
+    """Sounds that are not speech: ``silence``, ``hum`` (50 Hz mains with harmonics, -30 dBFS),
+    ``white`` (white noise at 0.03 amplitude, about -30 dBFS) and ``fan`` (low rumble, -25 dBFS)."""
+    rng = np.random.default_rng(3)
+    t = np.arange(int(seconds * sr)) / sr
+    if kind == "silence":
+        return np.zeros(t.size, np.float32)
+    if kind == "hum":
+        return at_level(sum(np.sin(2 * np.pi * 50 * k * t) / k for k in range(1, 8)), -30)
+    if kind == "white":
+        return (0.03 * rng.standard_normal(t.size)).astype(np.float32)
+    if kind == "fan":
+        rumble = np.convolve(rng.standard_normal(t.size), np.ones(40) / 40, mode="same")
+        return at_level(rumble + 0.3 * np.sin(2 * np.pi * 120 * t), -25)
+    raise ValueError(kind)

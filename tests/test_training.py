@@ -147,13 +147,16 @@ def test_train_and_evaluate_audio(ravdess_dir, tmp_path, capsys):
     stamp = cache[0].stat().st_mtime_ns
     card = json.loads((run / "model.keras.json").read_text())
     assert card["training"]["test_actors"] == [2, 5, 14, 15, 16] and card["features"]["n_mfcc"] == 40
-    assert {"accuracy_8class", "accuracy_7class", "uar", "macro_f1"} <= set(card["metrics"])
+    assert {"accuracy_8class", "accuracy_7class", "uar", "macro_f1", "no_evidence"} <= set(card["metrics"])
+    assert card["features"]["level_dbfs"] == -20.0 and card["metrics"]["scored_as"] == "analyze scores a file"
     out = tmp_path / "eval"
     assert main(["evaluate", "audio", "--model", str(run / "model.keras"), "--data", str(ravdess_dir),
                  "--out", str(out)]) == 0
-    rep = json.loads((out / "report.json").read_text())
+    rep = json.loads((out / "ravdess" / "report.json").read_text())
     assert rep["sections"]["8-class"]["n"] == 16 and "7-class (calm = neutral)" in rep["sections"]
-    assert (out / "confusion_8_class.png").exists()
+    assert (out / "ravdess" / "confusion_8_class.png").exists()
+    # evaluate and training's own test take the same path, so they agree
+    assert rep["sections"]["8-class"]["accuracy"] == pytest.approx(card["metrics"]["accuracy_8class"])
     # the model plugs into analyze
     from multimodal.audio import AudioModel
     p = AudioModel(run / "model.keras").predict_proba([speech_like(3.0), speech_like(2.0)])

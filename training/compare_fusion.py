@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multimodal.config import EMOTIONS
+from multimodal.config import EMOTIONS, AnalyzeConfig
 from training.metrics import (
     bootstrap_ci,
     classification_metrics,
@@ -91,7 +91,6 @@ def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path
     from multimodal.visual import VisualModel
     from training.fer2013 import load_fer2013
     from training.speech_datasets import load_ravdess
-    from training.train_audio import CLIP_SECONDS
 
     vsum, asum = sha256_of(visual_model), sha256_of(audio_model)
     vm = am = None
@@ -111,14 +110,25 @@ def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path
             raise FileNotFoundError(f"{ravdess}: no utterances of RAVDESS fold {fold}")
 
         def voices(items):
-            from multimodal.audio import fix_length, load_audio
+            # Each utterance scored as analyze scores a file; no speech heard: no audio evidence (NaN).
+            from multimodal.audio import (
+                load_audio,
+                recording_distribution,
+                to_project_labels,
+            )
+            from multimodal.speech import SpeechDetector
             nonlocal am
             am = am or AudioModel(audio_model)
-            sr, window = am.sample_rate, int(am.features.window_seconds * am.sample_rate)
-            clips = [fix_length(fix_length(load_audio(u.path, sr), int(CLIP_SECONDS * sr)), window) for u in items]
-            return np.concatenate([am.predict_proba(clips[i:i + 64]) for i in range(0, len(clips), 64)])
+            speech, cfg = SpeechDetector(), AnalyzeConfig()
+            rows = []
+            for u in items:
+                d = recording_distribution(load_audio(u.path, am.sample_rate), am, speech, cfg.segment,
+                                           cfg.min_speech)
+                rows.append(np.full(len(EMOTIONS), np.nan) if d is None
+                            else to_project_labels(d[None], am.card.labels)[0])
+            return np.array(rows)
 
-        pa = _cached(cache, f"audio|{asum}|{[str(u.path) for u in items]}", voices, items)
+        pa = _cached(cache, f"audio-analyze-path|{asum}|{[str(u.path) for u in items]}", voices, items)
         y = np.array([_seven_class(u.label) for u in items])
         idx = pair_indices(yf, y, seed + fold)
         out.append(PairedPredictions(pv_all[idx], pa, y, f"RAVDESS fold {fold} voices x FER2013 {split} faces"))
@@ -155,7 +165,6 @@ def real_clip_pairs(root: Path, visual_model: Path, audio_model: Path, cache: Pa
                     ) -> tuple[PairedPredictions, PairedPredictions]:
     from dataclasses import replace
 
-    from multimodal.config import AnalyzeConfig
     from multimodal.errors import MultimodalError
     from multimodal.models import sha256_of
     from multimodal.pipeline import Analyzer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multimodal.config import EMOTIONS
+from multimodal.config import EMOTIONS, AnalyzeConfig
 from training.metrics import classification_metrics, write_report
 from training.speech_datasets import SPEECH_LABELS
 
@@ -79,39 +79,78 @@ def evaluate_audio_arrays(y: np.ndarray, probs: np.ndarray, out_dir: str | Path,
             "uar": eight["uar"], "cross_entropy": eight["cross_entropy"], "ece": eight["ece"]}
 
 
-def evaluate_audio_model(model_path: str | Path, data: str | Path, out_dir: str | Path, test_fold: int = 0) -> dict:
-    """Score an audio model on the utterances of one RAVDESS fold.
+def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path, title: str,
+                        cfg: AnalyzeConfig = AnalyzeConfig(), level_dbfs: float | None = None) -> dict:
+    """Score whole recordings exactly as ``analyze`` would, one report per corpus.
 
-    Each utterance is scored on the centre window the model was trained on
-    (``features.window_seconds`` of the card), as in training's own test.
+    Each file is cut into ``cfg.segment``-second segments, segments with less
+    than ``cfg.min_speech`` s of speech are no evidence, and the others are
+    scored and averaged by duration (:func:`multimodal.audio.recording_distribution`).
+    A recording with no evidence at all counts as an error, predicted as a
+    uniform distribution, and is counted in ``no_evidence``. With
+    ``level_dbfs``, every recording is first scaled to that RMS level, to
+    measure what the recording level does.
+
+    Returns ``{corpus: summary}`` with the metrics of
+    :func:`evaluate_audio_arrays` plus ``n`` and ``no_evidence``.
     """
-    from multimodal.audio import fix_length, load_audio, mfcc_features
-    from multimodal.config import AudioFeatureConfig
-    from multimodal.models import card_path, read_card
-    from training.speech_datasets import RAVDESS_FOLDS, load_ravdess
-    from training.train_audio import CLIP_SECONDS
-    feat = AudioFeatureConfig()
-    if card_path(model_path).exists():
-        feat = AudioFeatureConfig(**read_card(model_path, "audio").data["features"])
-    model = load_model_for_evaluation(model_path, "audio")
-    items = [u for u in load_ravdess(data) if u.fold == test_fold]
+    from multimodal.audio import (
+        AudioModel,
+        load_audio,
+        recording_distribution,
+        rms_dbfs,
+    )
+    from multimodal.speech import SpeechDetector
+    model, speech = AudioModel(model_path), SpeechDetector()
+    labels = model.card.labels
+    by_corpus: dict[str, tuple[list, list, list]] = {}
+    for u in items:
+        wave = load_audio(u.path, model.sample_rate)
+        if level_dbfs is not None:
+            wave = wave * np.float32(10 ** ((level_dbfs - rms_dbfs(wave)) / 20))
+        dist = recording_distribution(wave, model, speech, cfg.segment, cfg.min_speech)
+        y, p, missing = by_corpus.setdefault(u.corpus, ([], [], []))
+        y.append(labels.index(u.label))
+        p.append(np.full(len(labels), 1 / len(labels)) if dist is None else dist)
+        if dist is None:
+            missing.append(u.path.name)
+    out = {}
+    for corpus, (y, p, missing) in sorted(by_corpus.items()):
+        speakers = sorted({u.speaker for u in items if u.corpus == corpus})
+        notes = [f"model: {Path(model_path).name}",
+                 f"speakers: {', '.join(speakers)}",
+                 f"scored as analyze scores a file: {cfg.segment:g} s segments, a segment counts when the "
+                 f"speech detector hears at least {cfg.min_speech:g} s of speech, segments averaged by duration",
+                 *([f"every recording scaled to {level_dbfs:g} dBFS RMS first"] if level_dbfs is not None else []),
+                 f"recordings with no audio evidence: {len(missing)} of {len(y)}"
+                 + (f" ({', '.join(missing[:10])}{', …' if len(missing) > 10 else ''})" if missing else "")]
+        summary = evaluate_audio_arrays(np.array(y), np.array(p), Path(out_dir) / corpus, f"{title}: {corpus}", notes)
+        out[corpus] = {**summary, "n": len(y), "no_evidence": len(missing)}
+    return out
+
+
+def evaluate_audio_model(model_path: str | Path, data: list[Path], out_dir: str | Path, test_fold: int = 0) -> dict:
+    """Score an audio model on the held-out speakers of one fold, as ``analyze`` would.
+
+    The speakers are RAVDESS's actors of ``test_fold`` and, when EmoDB is
+    among ``data``, EmoDB's speakers of the same fold
+    (:data:`training.speech_datasets.EMODB_FOLDS`). Returns ``{corpus: summary}``;
+    each summary also has ``ms_per_segment``.
+    """
+    from multimodal.audio import AudioModel, load_audio
+    from training.speech_datasets import RAVDESS_FOLDS, load_speech_corpus
+    items = [u for u in load_speech_corpus(*data) if u.fold == test_fold]
     if not items:
-        raise FileNotFoundError(f"{data}: no RAVDESS files of fold {test_fold}")
-    window = int(feat.window_seconds * feat.sample_rate)
-    x = np.stack([mfcc_features(fix_length(fix_length(load_audio(u.path, feat.sample_rate),
-                                                      int(CLIP_SECONDS * feat.sample_rate)), window), feat)
-                  for u in items])
-    y = np.array([SPEECH_LABELS.index(u.label) for u in items])
-    probs = model.predict(x, batch_size=128, verbose=0)
-    speed = ms_per_item(model, x, 64)
-    clip = fix_length(load_audio(items[0].path, feat.sample_rate), window)
+        raise FileNotFoundError(f"{', '.join(map(str, data))}: no RAVDESS or EmoDB files of fold {test_fold}")
+    results = evaluate_recordings(model_path, items, out_dir,
+                                  f"Audio model on held-out speakers of fold {test_fold} "
+                                  f"(RAVDESS actors {RAVDESS_FOLDS[test_fold]})")
+    model = AudioModel(model_path)
+    clip = load_audio(items[0].path, model.sample_rate)[:int(3 * model.sample_rate)]
     started = time.perf_counter()
     for _ in range(20):
-        mfcc_features(clip, feat)
-    feature_ms = (time.perf_counter() - started) / 20 * 1000
-    summary = evaluate_audio_arrays(y, probs, out_dir,
-                                    f"Audio model on RAVDESS fold {test_fold} (actors {RAVDESS_FOLDS[test_fold]})",
-                                    [f"model: {Path(model_path).name}",
-                                     f"batched inference: {speed:.2f} ms per 3 s segment, plus "
-                                     f"{feature_ms:.2f} ms for its MFCC features"])
-    return {**summary, "ms_per_segment": round(speed + feature_ms, 3)}
+        model.predict_model_proba([clip])
+    per_segment = (time.perf_counter() - started) / 20 * 1000
+    for summary in results.values():
+        summary["ms_per_segment"] = round(per_segment, 3)
+    return results

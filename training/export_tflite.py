@@ -46,11 +46,9 @@ def check_inputs(card: dict, fer: Path | None, ravdess: Path | None, seed: int =
             x = x[..., None].astype(np.float32)
             return [x[i:i + 256] for i in range(0, len(x), 256)], f"FER2013 PrivateTest ({len(x)} faces)"
         return [rng.uniform(0, 255, (64, size, size, 1)).astype(np.float32)], "64 random images"
-    from dataclasses import asdict
-
-    from multimodal.audio import load_audio, mfcc_features
-    from multimodal.config import AudioFeatureConfig
-    feat = AudioFeatureConfig(**{k: v for k, v in card["features"].items() if k in asdict(AudioFeatureConfig())})
+    from multimodal.audio import features_from_card, load_audio, mfcc_features
+    from multimodal.models import ModelCard
+    feat = features_from_card(ModelCard(Path(card["file"]), "audio", tuple(card["labels"]), card["sha256"], card))
     if ravdess:
         from training.speech_datasets import load_ravdess
         fold = int(card.get("training", {}).get("test_fold", 0))

@@ -1,4 +1,4 @@
-"""Speech-emotion corpora: RAVDESS and TESS.
+"""Speech-emotion corpora: RAVDESS, TESS and EmoDB.
 
 Each loader returns a list of :class:`Utterance` (file, label, speaker); the
 audio itself is read later, by the feature cache.
@@ -25,13 +25,24 @@ _TESS_EMOTION = {"neutral": "neutral", "happy": "happy", "sad": "sad", "angry": 
                  "pleasant_surprised": "surprise", "surprise": "surprise", "surprised": "surprise"}
 AUDIO_FILE_SUFFIXES = (".wav", ".flac")
 
+#: EmoDB's emotion letters (German initials); boredom (L) has no place among the classes.
+_EMODB_EMOTION = {"W": "angry", "E": "disgust", "A": "fear", "F": "happy", "T": "sad", "N": "neutral"}
+_EMODB_NAME = re.compile(r"^(\d\d)([a-z]\d\d)([A-Z])[a-z]$")
+#: EmoDB's ten speakers in five folds of two, so that a cross-validation over
+#: RAVDESS's actor folds also holds out EmoDB speakers (never trained on what is tested).
+EMODB_FOLDS: tuple[tuple[int, ...], ...] = ((3, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+
 
 @dataclass(frozen=True)
 class Utterance:
     path: Path
     label: str  # one of SPEECH_LABELS
-    speaker: str  # "ravdess-02", "tess-OAF"
-    fold: int | None = None  # RAVDESS fold of the speaker; None for TESS
+    speaker: str  # "ravdess-02", "tess-OAF", "emodb-03"
+    fold: int | None = None  # cross-validation fold of the speaker; None: training only (TESS)
+
+    @property
+    def corpus(self) -> str:
+        return self.speaker.split("-", 1)[0]
 
 
 def parse_ravdess_name(name: str) -> dict | None:
@@ -80,9 +91,28 @@ def load_tess(root: str | Path) -> list[Utterance]:
     return out
 
 
-def load_speech_corpus(root: str | Path) -> list[Utterance]:
-    """RAVDESS and/or TESS files found below ``root``."""
-    items = load_ravdess(root) + load_tess(root)
-    if not items:
-        raise FileNotFoundError(f"{root}: no RAVDESS or TESS speech files found")
+def load_emodb(root: str | Path) -> list[Utterance]:
+    """EmoDB files (``03a01Fa.wav``: speaker, text, emotion letter, version) below ``root``.
+
+    Boredom is left out: it has no counterpart among the classes.
+    """
+    out = []
+    for path in sorted(Path(root).rglob("*")):
+        m = _EMODB_NAME.match(path.stem)
+        if path.suffix.lower() not in AUDIO_FILE_SUFFIXES or not m or m.group(3) not in _EMODB_EMOTION:
+            continue
+        speaker = int(m.group(1))
+        fold = next((i for i, group in enumerate(EMODB_FOLDS) if speaker in group), None)
+        out.append(Utterance(path, _EMODB_EMOTION[m.group(3)], f"emodb-{speaker:02d}", fold))
+    return out
+
+
+def load_speech_corpus(*roots: str | Path) -> list[Utterance]:
+    """RAVDESS, TESS and EmoDB files found below any of ``roots``."""
+    items = []
+    for root in roots:
+        found = load_ravdess(root) + load_tess(root) + load_emodb(root)
+        if not found:
+            raise FileNotFoundError(f"{root}: no RAVDESS, TESS or EmoDB speech files found")
+        items += found
     return items

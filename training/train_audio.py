@@ -1,21 +1,27 @@
-"""Train the speech-emotion model on RAVDESS (and/or TESS).
+"""Train the speech-emotion model on RAVDESS, with TESS and EmoDB if given.
 
-Speaker independence: RAVDESS actors are split by the published folds; the
-test fold is never seen in training or model selection, a second fold is the
+Speaker independence: RAVDESS actors are split by the published folds (and
+EmoDB speakers by :data:`training.speech_datasets.EMODB_FOLDS`); the test
+fold is never seen in training or model selection, a second fold is the
 validation set for early stopping, and the remaining three folds train.
 TESS speakers, if present, only ever train.
+
+The test figures come from :func:`training.evaluate.evaluate_recordings`:
+whole recordings scored exactly as ``analyze`` scores a file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from multimodal.config import AudioFeatureConfig
+from training.evaluate import evaluate_recordings
 from training.speech_datasets import (
     RAVDESS_FOLDS,
     SPEECH_LABELS,
@@ -37,7 +43,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class AudioTrainConfig:
-    data: Path
+    data: tuple[Path, ...]  # folders holding RAVDESS, TESS and/or EmoDB
     out: Path
     test_fold: int = 0
     val_fold: int | None = None  # default: the fold after the test fold
@@ -130,7 +136,6 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
 
     from multimodal.models import write_card
     from training.audio_models import cnn1d
-    from training.evaluate import evaluate_audio_arrays
     from training.loop import export_model, fit_resumable, setup_logging
 
     out = Path(cfg.out)
@@ -139,7 +144,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     val_fold = cfg.val_fold if cfg.val_fold is not None else (cfg.test_fold + 1) % len(RAVDESS_FOLDS)
     if val_fold == cfg.test_fold:
         raise ValueError("validation and test folds must differ")
-    items = load_speech_corpus(cfg.data)
+    items = load_speech_corpus(*cfg.data)
     tr, va, te = split_indices(items, cfg.test_fold, val_fold)
     log.info("%d utterances: train %d, validation fold %d: %d, test fold %d (actors %s): %d",
              len(items), len(tr), val_fold, len(va), cfg.test_fold, RAVDESS_FOLDS[cfg.test_fold], len(te))
@@ -172,26 +177,44 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                                  patience=cfg.patience, resume=cfg.resume, log=log)
     model_path = out / "model.keras"
     export_model(out / "checkpoints" / "best.keras", model_path)
-    x_test = centre_window(feats[te, 0], frames).astype(np.float32)
-    probs = model.predict(x_test, batch_size=128, verbose=0)
-    summary = evaluate_audio_arrays(y[te], probs, out / "report",
-                                    f"Audio model on RAVDESS fold {cfg.test_fold} (actors {RAVDESS_FOLDS[cfg.test_fold]})")
-    write_card(model_path, "audio", SPEECH_LABELS,
-               input={"shape": ["time", feats.shape[-1]], "dtype": "float32",
-                      "description": "MFCC + deltas + delta-deltas, one row per hop; the network pools over time"},
-               preprocessing="mono 16 kHz float waveform -> multimodal.audio.mfcc_features(features)",
-               features=asdict(cfg.features),
-               label_mapping="calm -> neutral when merged into the 7 project classes",
-               training={"dataset": "RAVDESS speech" + (" + TESS" if any(u.fold is None for u in items) else ""),
-                         "test_fold": cfg.test_fold, "test_actors": list(RAVDESS_FOLDS[cfg.test_fold]),
-                         "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
-                         "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()},
-               metrics={"split": f"RAVDESS fold {cfg.test_fold} (held-out actors), centre 3 s window",
-                        **{k: summary[k] for k in ("accuracy_8class", "accuracy_7class", "macro_f1", "uar",
-                                                   "cross_entropy", "ece")}})
-    log.info("test fold %d: 8-class acc %.4f, 7-class acc %.4f, UAR %.4f", cfg.test_fold,
-             summary["accuracy_8class"], summary["accuracy_7class"], summary["uar"])
-    return summary
+    corpora = sorted({u.corpus for u in items})
+    card = dict(input={"shape": ["time", feats.shape[-1]], "dtype": "float32",
+                       "description": "MFCC + deltas + delta-deltas, one row per hop; the network pools over time"},
+                preprocessing="mono 16 kHz float waveform -> multimodal.audio.mfcc_features(features) "
+                              "(level-normalised first when features.level_dbfs is set)",
+                features=asdict(cfg.features),
+                label_mapping="calm -> neutral when merged into the 7 project classes",
+                training={"datasets": corpora,
+                          "training_utterances": dict(Counter(items[i].corpus for i in tr)),
+                          "test_fold": cfg.test_fold, "test_actors": list(RAVDESS_FOLDS[cfg.test_fold]),
+                          "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+                          "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()})
+    write_card(model_path, "audio", SPEECH_LABELS, **card)  # evaluation loads the model through its card
+    results = evaluate_recordings(model_path, [items[i] for i in te], out / "report",
+                                  f"Audio model on held-out speakers of fold {cfg.test_fold}")
+    summary = results["ravdess"]
+    metrics = {"split": split_name("ravdess", cfg.test_fold), "scored_as": "analyze scores a file",
+               **_headline(summary)}
+    for corpus in sorted(results.keys() - {"ravdess"}):  # other held-out speakers, e.g. EmoDB's of this fold
+        metrics[corpus] = {"split": split_name(corpus, cfg.test_fold), **_headline(results[corpus])}
+    write_card(model_path, "audio", SPEECH_LABELS, **card, metrics=metrics)
+    for corpus, r in results.items():
+        log.info("test fold %d, %s: 8-class acc %.4f, 7-class acc %.4f, UAR %.4f, no evidence %d of %d",
+                 cfg.test_fold, corpus, r["accuracy_8class"], r["accuracy_7class"], r["uar"], r["no_evidence"], r["n"])
+    return {**summary, "by_corpus": results}
+
+
+def _headline(r: dict) -> dict:
+    return {k: r[k] for k in ("n", "no_evidence", "accuracy_8class", "accuracy_7class", "macro_f1", "uar",
+                              "cross_entropy", "ece")}
+
+
+def split_name(corpus: str, fold: int) -> str:
+    """How a test split is named in cards and reports."""
+    from training.speech_datasets import EMODB_FOLDS
+    if corpus == "emodb":
+        return f"EmoDB speakers {', '.join(f'{s:02d}' for s in EMODB_FOLDS[fold])} (held out)"
+    return f"RAVDESS fold {fold}, actors {', '.join(map(str, RAVDESS_FOLDS[fold]))} (held out)"
 
 
 def cross_validate(cfg: AudioTrainConfig) -> dict:
@@ -206,6 +229,11 @@ def cross_validate(cfg: AudioTrainConfig) -> dict:
     keys = ("accuracy_8class", "accuracy_7class", "macro_f1", "uar")
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results])),
                    "per_fold": [r[k] for r in results]} for k in keys}
+    summary["no_evidence"] = {"mean": float(np.mean([r["no_evidence"] for r in results])), "std": 0.0,
+                              "per_fold": [r["no_evidence"] for r in results]}
+    if all("emodb" in r["by_corpus"] for r in results):  # EmoDB speakers held out alongside
+        emodb = [r["by_corpus"]["emodb"]["accuracy_8class"] for r in results]
+        summary["emodb_accuracy"] = {"mean": float(np.mean(emodb)), "std": float(np.std(emodb)), "per_fold": emodb}
     write_text_atomic(Path(cfg.out) / "cv.json", json.dumps(summary, indent=2))
     lines = ["# RAVDESS 5-fold speaker-independent cross-validation", "", "| metric | mean | std | per fold |",
              "|---|---|---|---|"]
