@@ -138,6 +138,14 @@ def main() -> None:
         s = speech.speech_seconds(y)
         print(f"| {name} | {s:.2f} | {'yes' if s >= cfg.min_speech else 'no'} |")
 
+    import time
+    minute = np.concatenate([load_audio(u.path, SR) for u in corpora["RAVDESS"][:20]])[:60 * SR]
+    started = time.perf_counter()
+    for a, b in segment_bounds(60.0, cfg.segment):
+        speech.speech_seconds(minute[int(a * SR):int(b * SR)])
+    print(f"\nSpeech detection: {(time.perf_counter() - started) * 1000:.0f} ms per minute of audio "
+          f"in {cfg.segment:g} s segments, one thread")
+
     from training.evaluate import evaluate_recordings
     card = read_card(args.model, "audio").data
     training = card.get("training", {})

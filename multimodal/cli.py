@@ -97,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="score a model on held-out data")
     esub = e.add_subparsers(dest="modality", required=True, metavar="MODALITY")
-    ev = esub.add_parser("visual", help="on FER2013 (PrivateTest by default)")
-    ev.add_argument("--model", required=True, type=Path)
-    ev.add_argument("--data", required=True, type=Path)
+    ev = esub.add_parser("visual", help="on FER2013 (PrivateTest by default) or on folders of labelled face photos")
+    ev.add_argument("--model", type=Path, default=defaults.visual_model,
+                    help="a .keras or .tflite model with its card (default: the shipped model)")
+    ev.add_argument("--data", required=True, type=Path,
+                    help="FER2013 (fer2013.csv or train/ and test/ folders), or face photos: <label>/<image> "
+                         "folders or a manifest.csv, one set or a folder of sets")
     ev.add_argument("--out", required=True, type=Path, help="report directory")
     ev.add_argument("--split", default="PrivateTest", choices=("PrivateTest", "PublicTest", "Training"))
     ev.add_argument("--flip", action="store_true", help="also report test-time flip averaging")
@@ -233,16 +236,27 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from training.evaluate import evaluate_audio_model, evaluate_visual_model
+    from training.evaluate import (
+        evaluate_audio_model,
+        evaluate_face_sets,
+        evaluate_visual_model,
+    )
+    from training.face_sets import is_fer2013
     if not args.model.is_file():
         raise ModelError(f"{args.model}: model file not found")
-    if args.modality == "visual" and args.model.suffix != ".keras":
-        raise ModelError(f"{args.model}: evaluate visual takes a .keras model (a .tflite export gives the same "
-                         "outputs, checked when it was exported)")
     for path in args.data if isinstance(args.data, list) else [args.data]:
         if not path.exists():
             raise InputError(f"{path}: no such file or directory")
-    if args.modality == "visual":
+    if args.modality == "visual" and not is_fer2013(args.data):
+        results = evaluate_face_sets(args.model, args.data, args.out)
+        name = args.model.name
+        for set_name, count in results["no_face"].items():
+            m = results[name][set_name]
+            print(f"{set_name}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
+                  f"{m['called_neutral']:.1%} of non-neutral faces called neutral, "
+                  f"{count} of {m['n']} photos with no face found")
+        print(f"mean of the per-set accuracies {results[name]['mean_accuracy']:.4f}; report in {args.out}")
+    elif args.modality == "visual":
         s = evaluate_visual_model(args.model, args.data, args.out, split=args.split, flip=args.flip)
         print(f"{s['split']}: accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f}, "
               f"ECE {s['ece']:.4f}, {s['ms_per_face']:.2f} ms/face; report in {args.out}")

@@ -295,5 +295,26 @@ def crop_faces(gray: np.ndarray, faces: list[Face], size: int = 48, margin: floa
     return out
 
 
+def photo_face_crop(rgb: np.ndarray, detector, size: int) -> tuple[np.ndarray, Face | None]:
+    """The largest face of a photo, cropped as ``analyze`` crops faces from a frame.
+
+    Parameters
+    ----------
+    rgb : uint8 array, shape (h, w, 3)
+    detector : a detector of :data:`DETECTORS`
+    size : int, side of the crop in pixels
+
+    Returns
+    -------
+    The ``uint8`` crop, shape (size, size), and the face found; when no face is
+    found, the whole photo (squashed to a square) and None.
+    """
+    gray = to_gray(rgb)
+    found = largest(detector.detect(rgb if getattr(detector, "needs_color", False) else gray), 1)
+    if found:
+        return crop_faces(gray, found, size)[0], found[0]
+    return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA), None
+
+
 def to_gray(frame: np.ndarray) -> np.ndarray:
     return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from multimodal import __version__
-from multimodal.aggregate import group_distribution
-from multimodal.aggregate import segment_bounds
+from multimodal.aggregate import group_distribution, segment_bounds
 from multimodal.audio import AudioModel, audio_evidence, to_project_labels
 from multimodal.config import EMOTIONS, MODELS_DIR, AnalyzeConfig
 from multimodal.decode import AudioReader, MediaInfo, extract_audio, iter_frames, probe
