@@ -37,7 +37,9 @@ def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict 
     if (run / "report").is_dir():
         shutil.rmtree(reports, ignore_errors=True)
         shutil.copytree(run / "report", reports)
-        fields["report"] = str(reports.relative_to(target.parent) / "report.md")
+        # An audio run reports per corpus (report/ravdess/report.md): point at the first.
+        main = next(iter(sorted(reports.rglob("report.md"), key=lambda p: len(p.parts))), reports / "report.md")
+        fields["report"] = str(main.relative_to(target.parent))
     write_card(target, card["kind"], card["labels"], **fields)
     from training.export_tflite import export
     return f"shipped {target.name}: {metric} {new:.4f}; {export(target, fer, ravdess)}"
