@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from multimodal.config import EMOTIONS
+from multimodal.results import AudioSegment, FaceRecord, Segment, segment_index
 
 #: Valence groups, as group-emotion work reports them.
 VALENCE = {"positive": ("happy", "surprise"), "negative": ("angry", "disgust", "fear", "sad"),
@@ -56,3 +57,32 @@ def label_runs(times: list[tuple[float, float]], labels: list[str | None]) -> li
         else:
             runs.append([start, end, label])
     return [tuple(r) for r in runs]
+
+
+def build_segments(bounds: list[tuple[float, float]], segment: float, frame_times: list[float],
+                   faces: list[FaceRecord], audio: list[AudioSegment] | None) -> list[Segment]:
+    """Assign sampled frames, faces and audio evidence to segments (not yet fused).
+
+    Parameters
+    ----------
+    bounds : ``(start, end)`` of each segment in seconds, from :func:`segment_bounds`
+    segment : segment length in seconds
+    frame_times : times of the sampled video frames, seconds
+    faces : every face found, with its probabilities
+    audio : one :class:`AudioSegment` per segment, or None without audio
+    """
+    n = len(bounds)
+    frames = np.bincount(np.array([segment_index(t, segment, n) for t in frame_times], dtype=int), minlength=n)
+    by_segment: dict[int, list[FaceRecord]] = {}
+    for rec in faces:
+        by_segment.setdefault(segment_index(rec.time, segment, n), []).append(rec)
+    out = []
+    for i, (start, end) in enumerate(bounds):
+        recs = by_segment.get(i, [])
+        visual = group_distribution(np.array([r.probs for r in recs]), np.array([r.face.area for r in recs]),
+                                    np.array([r.face.score for r in recs]))
+        a = audio[i] if audio is not None else AudioSegment(None, None, None)
+        out.append(Segment(i, start, end, frames=int(frames[i]), faces=len(recs),
+                           tracks=len({r.track_id for r in recs}), visual=visual, audio=a.probs,
+                           audio_dbfs=a.dbfs, speech=a.speech))
+    return out

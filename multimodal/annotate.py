@@ -4,14 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 
-from multimodal.config import EMOTIONS
-from multimodal.decode import iter_frames
+from multimodal.atomic import atomic_path
+from multimodal.config import EMOTION_COLORS, EMOTIONS, rgb
+from multimodal.decode import iter_frames, read_image
 
-# BGR-free: frames are RGB here, so colours are RGB too.
-_RGB = {"angry": (214, 39, 40), "disgust": (140, 86, 75), "fear": (148, 103, 189), "happy": (245, 184, 0),
-        "sad": (31, 119, 180), "surprise": (23, 190, 207), "neutral": (154, 154, 154)}
+# Frames are RGB here (not OpenCV's BGR), so colours are RGB too.
+_RGB = {e: rgb(c) for e, c in EMOTION_COLORS.items()}
 
 
 def annotate_video(a, out_path: Path, max_width: int = 1280, max_fps: float = 30.0) -> Path:
@@ -21,15 +22,13 @@ def annotate_video(a, out_path: Path, max_width: int = 1280, max_fps: float = 30
     sampling interval), so boxes hold still between samples. The original
     audio track is copied in.
     """
-    import imageio_ffmpeg
     info = a.info
     fps = min(info.fps or 25.0, max_fps)
-    half = 0.5 / a.options["fps"]
+    half = 0.5 / a.config.fps
     times = np.array(sorted({r.time for r in a.faces}))
     by_time: dict[float, list] = {}
     for r in a.faces:
         by_time.setdefault(r.time, []).append(r)
-    seg_len = a.options["segment"]
     writer = None
     try:
         for t, frame in iter_frames(info, fps, max_width, color=True):
@@ -48,12 +47,24 @@ def annotate_video(a, out_path: Path, max_width: int = 1280, max_fps: float = 30
                 if abs(nearest - t) <= half:
                     for r in by_time[nearest]:
                         _draw_face(img, r, scale)
-            seg = a.segments[min(len(a.segments) - 1, int(t / seg_len))]
+            seg = a.segments[a.segment_of(t)]
             _draw_banner(img, t, seg)
             writer.send(img)
     finally:
         if writer is not None:
             writer.close()
+    return out_path
+
+
+def annotate_image(a, out_path: Path) -> Path:
+    """Write a copy of the photo ``a.info.path`` with each face's box, number and label drawn on it."""
+    rgb, _ = read_image(a.info.path)
+    img = rgb.copy()
+    for r in a.faces:
+        _draw_face(img, r, 1.0)
+    with atomic_path(out_path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"cannot write {out_path.name}")
     return out_path
 
 
@@ -77,6 +88,10 @@ def _draw_banner(img: np.ndarray, t: float, seg) -> None:
         text = f"{t:5.1f}s  no evidence"
     else:
         text = f"{t:5.1f}s  {seg.label} {seg.confidence:.0%}  ({seg.modalities})"
+        if seg.audio is not None:
+            text += f"  voice: {EMOTIONS[int(np.argmax(seg.audio))]} {np.max(seg.audio):.0%}"
+        elif seg.speech is not None:
+            text += "  voice: no speech"
     (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, 1)
     cv2.rectangle(img, (0, 0), (tw + 12, th + 12), (0, 0, 0), -1)
     color = _RGB.get(seg.label, (255, 255, 255)) if seg.fused is not None else (255, 255, 255)

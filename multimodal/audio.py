@@ -26,6 +26,11 @@ from multimodal.speech import SpeechDetector
 AUDIO_LABEL_MAP = {"calm": "neutral", "fearful": "fear", "surprised": "surprise"}
 
 
+def project_label(label: str) -> str:
+    """A speech corpus's label as one of :data:`EMOTIONS` (``"calm"`` becomes ``"neutral"``)."""
+    return AUDIO_LABEL_MAP.get(label, label)
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Read an audio file as mono float32 at ``sample_rate`` Hz.
 
@@ -115,8 +120,12 @@ def mfcc_features(y: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig())
     return m.T.astype(np.float32)
 
 
-def fix_length(y: np.ndarray, n: int) -> np.ndarray:
-    """Centre-crop or zero-pad a signal to exactly ``n`` samples."""
+def center_crop_or_pad(y: np.ndarray, n: int) -> np.ndarray:
+    """Centre-crop or zero-pad (both ends) a signal to exactly ``n`` samples.
+
+    Unlike ``librosa.util.fix_length``, which keeps the start, this keeps the
+    middle, where a RAVDESS utterance sits between silences.
+    """
     if y.size >= n:
         start = (y.size - n) // 2
         return y[start:start + n]
@@ -131,7 +140,7 @@ def to_project_labels(probs: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
     """
     out = np.zeros((probs.shape[0], len(EMOTIONS)), dtype=np.float64)
     for j, name in enumerate(labels):
-        out[:, EMOTIONS.index(AUDIO_LABEL_MAP.get(name, name))] += probs[:, j]
+        out[:, EMOTIONS.index(project_label(name))] += probs[:, j]
     return out
 
 
@@ -164,6 +173,7 @@ class AudioModel:
 
     @property
     def sample_rate(self) -> int:
+        """Sample rate in Hz the model's features are computed at."""
         return self.features.sample_rate
 
     def predict_model_proba(self, clips: list[np.ndarray]) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 Every failure the user can cause ends in a one-line ``error: …`` message and
 an exit code from :mod:`multimodal.errors`; no traceback reaches the user.
+Each command imports what it needs when it runs, so ``--help`` and
+``analyze`` start without loading the training code or TensorFlow.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import argparse
 import os
 import sys
 import threading
-from dataclasses import replace
+from dataclasses import fields
 from pathlib import Path
 
 from multimodal import __version__
@@ -23,6 +25,7 @@ from multimodal.errors import (
     InputError,
     ModelError,
     MultimodalError,
+    OutputError,
 )
 
 
@@ -32,18 +35,54 @@ def _positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
+    parse.__name__ = kind.__name__  # argparse names it in "invalid float value: 'abc'"
     return parse
 
 
+ANALYZE_EPILOG = """\
+examples:
+  multimodal analyze talk.mp4 -o results            one video: results/talk/
+  multimodal analyze recordings/ -o results         every video, audio file and photo under recordings/
+  multimodal analyze group.jpg -o results --annotate   the faces of a photo, boxes drawn on a copy
+  multimodal analyze talk.mp4 -o - --format csv     segments as CSV on stdout, nothing written
+
+exit codes:
+  0    every input analysed
+  1    some inputs of a batch failed (the others are complete), or an internal error
+  2    bad command line, or a missing optional dependency
+  3    unusable input (missing, not media, truncated, no faces and no speech)
+  4    a model file is missing, corrupt, or fails its checksum
+  5    results cannot be written (exist without --force, or not writable)
+  130  interrupted
+"""
+
+
+def config_from_args(kind, args: argparse.Namespace, **extra):
+    """A configuration dataclass from the parsed options named as its fields
+    (the parser takes its defaults from the dataclass, so nothing is copied twice)."""
+    values = {f.name: getattr(args, f.name) for f in fields(kind) if hasattr(args, f.name)}
+    return kind(**{**values, **extra})
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command; defaults come from the configuration dataclasses."""
     defaults = AnalyzeConfig()
     p = argparse.ArgumentParser(prog="multimodal", description="Audio-visual emotion recognition over time.")
     p.add_argument("--version", action="version", version=f"multimodal {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    a = sub.add_parser("analyze", help="emotions per time segment of video or audio files")
-    a.add_argument("inputs", nargs="+", metavar="INPUT", help="media files or directories of them")
-    a.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR", help="output directory")
+    a = sub.add_parser(
+        "analyze", help="emotions per time segment of video or audio files, or the faces of photos",
+        description="Emotions over time in videos and audio files (faces and voice, fused per segment), "
+                    "or the faces in photos. Each input gets a folder of results in OUTDIR: segments.csv, "
+                    "faces.csv, analysis.json, timeline.png and report.html.",
+        epilog=ANALYZE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("inputs", nargs="+", metavar="INPUT", help="media files, photos, or directories of them")
+    a.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR",
+                   help="output directory; '-' writes to stdout in --format instead")
+    a.add_argument("--format", choices=("jsonl", "json", "csv"), default="jsonl",
+                   help="with -o -: one JSON line per segment, one JSON document per input, or segment CSV "
+                        "rows; each names its input (%(default)s)")
     a.add_argument("--fps", type=_positive(float), default=defaults.fps, help="frames sampled per second (%(default)s)")
     a.add_argument("--segment", type=_positive(float), default=defaults.segment,
                    help="segment length in seconds (%(default)s)")
@@ -70,30 +109,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model")
     tsub = t.add_subparsers(dest="modality", required=True, metavar="MODALITY")
-    tv = tsub.add_parser("visual", help="facial-expression model on FER2013")
+    from training.config import AUGMENTATIONS, AudioTrainConfig, VisualTrainConfig
+    vd, ad = VisualTrainConfig(Path(), Path()), AudioTrainConfig((), Path())
+    tv = tsub.add_parser("visual", help="facial-expression model on FER2013, with other face sets if given")
     tv.add_argument("--data", required=True, type=Path, help="fer2013.csv or the folder with train/ and test/")
     tv.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, log, model, report)")
-    tv.add_argument("--backbone", default="compact", choices=("compact", "inception_resnet_v2"))
-    tv.add_argument("--weights", default=None, help="inception_resnet_v2 only: 'imagenet' (from the local "
+    tv.add_argument("--backbone", default=vd.backbone, choices=("compact", "inception_resnet_v2"))
+    tv.add_argument("--weights", default=vd.weights, help="inception_resnet_v2 only: 'imagenet' (from the local "
                     "Keras cache) or a weights file; default random initialisation")
-    tv.add_argument("--epochs", type=_positive(int), default=50)
-    tv.add_argument("--batch-size", type=_positive(int), default=128)
-    tv.add_argument("--lr", type=_positive(float), default=1e-3)
-    tv.add_argument("--patience", type=_positive(int), default=12)
-    tv.add_argument("--seed", type=int, default=1)
-    tv.add_argument("--limit", type=_positive(int), default=None, help="train on a random subset of N images")
-    tv.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    tv.add_argument("--init", type=Path, default=vd.init, help="start from this .keras model (fine-tuning)")
+    tv.add_argument("--faces", type=Path, default=vd.faces,
+                    help="a folder of labelled face sets (<set>/<label>/<image>) to train on as well")
+    tv.add_argument("--hold-out", nargs="+", default=vd.hold_out, metavar="SET",
+                    help="face sets never trained or selected on; the run reports its accuracy on them")
+    tv.add_argument("--augment", choices=list(AUGMENTATIONS), default=vd.augment,
+                    help="'video' adds blur, noise, compression, lighting and occlusion (%(default)s)")
+    tv.add_argument("--label-smoothing", type=float, default=vd.label_smoothing)
+    tv.add_argument("--fer-per-epoch", type=_positive(int), default=vd.fer_per_epoch,
+                    help="FER2013 images drawn afresh each epoch (default all)")
+    tv.add_argument("--epochs", type=_positive(int), default=vd.epochs)
+    tv.add_argument("--batch-size", type=_positive(int), default=vd.batch_size)
+    tv.add_argument("--learning-rate", "--lr", type=_positive(float), default=vd.learning_rate)
+    tv.add_argument("--patience", type=_positive(int), default=vd.patience)
+    tv.add_argument("--seed", type=int, default=vd.seed)
+    tv.add_argument("--limit", type=_positive(int), default=vd.limit, help="train on a random subset of N images")
     ta = tsub.add_parser("audio", help="speech-emotion model on RAVDESS, with TESS and EmoDB if given")
     ta.add_argument("--data", required=True, type=Path, nargs="+",
                     help="folders with RAVDESS Actor_XX/, TESS and/or EmoDB files")
     ta.add_argument("--out", required=True, type=Path)
-    ta.add_argument("--test-fold", type=int, default=0, choices=range(5))
-    ta.add_argument("--val-fold", type=int, default=None, choices=range(5))
+    ta.add_argument("--test-fold", type=int, default=ad.test_fold, choices=range(5))
+    ta.add_argument("--val-fold", type=int, default=ad.val_fold, choices=range(5))
     ta.add_argument("--cv", action="store_true", help="train and test on all five folds; report mean and std")
-    ta.add_argument("--epochs", type=_positive(int), default=60)
-    ta.add_argument("--patience", type=_positive(int), default=12)
-    ta.add_argument("--seed", type=int, default=1)
-    ta.add_argument("--resume", action="store_true")
+    ta.add_argument("--epochs", type=_positive(int), default=ad.epochs)
+    ta.add_argument("--patience", type=_positive(int), default=ad.patience)
+    ta.add_argument("--seed", type=int, default=ad.seed)
+    for parser in (tv, ta):
+        again = parser.add_mutually_exclusive_group()
+        again.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        again.add_argument("--force", action="store_true", help="start afresh in an existing --out, replacing it")
 
     e = sub.add_parser("evaluate", help="score a model on held-out data")
     esub = e.add_subparsers(dest="modality", required=True, metavar="MODALITY")
@@ -155,6 +208,7 @@ def _say(msg: str) -> None:
 
 
 def cmd_analyze(args) -> int:
+    """``analyze``: every input in turn; a failed file is reported and the batch goes on."""
     from multimodal.pipeline import Analyzer
     from multimodal.report import (
         check_writable,
@@ -162,19 +216,19 @@ def cmd_analyze(args) -> int:
         output_dir_for,
         summary_text,
         write_analysis,
+        write_stream,
     )
-    cfg = replace(AnalyzeConfig(), fps=args.fps, segment=args.segment, fusion=args.fusion,
-                  visual_model=args.visual_model, audio_model=args.audio_model, detector=args.detector,
-                  max_faces=args.max_faces, small_face_fps=args.small_face_fps, min_speech=args.min_speech,
-                  quiet=args.quiet, force=args.force)
+    to_stdout = str(args.out) == "-"
+    cfg = config_from_args(AnalyzeConfig, args, quiet=args.quiet or to_stdout)
     files, errors = collect_inputs(args.inputs)
     for msg in errors:
         _say(f"error: {msg}")
     if not files:
         return EXIT_INPUT
     out_root = args.out
-    ensure_output_dir(out_root)
-    if not args.no_pictures:
+    if not to_stdout:
+        ensure_output_dir(out_root)
+    if not args.no_pictures and not to_stdout:
         # Importing matplotlib takes over half a second: do it while the first file is analysed.
         from multimodal.plots import import_pyplot
         threading.Thread(target=import_pyplot, daemon=True).start()
@@ -183,12 +237,19 @@ def cmd_analyze(args) -> int:
     failures: list[int] = [EXIT_INPUT] * len(errors)
     done = 0
     for path in files:
-        target = output_dir_for(out_root, path, taken)
+        target = None if to_stdout else output_dir_for(out_root, path, taken)
         try:
-            check_writable(target, cfg.force)
+            if target is not None:
+                check_writable(target, cfg.force)
             result = analyzer.analyze(path)
             for w in result.warnings:
                 _say(f"warning: {w}")
+            if args.annotate and not result.info.has_video:
+                _say(f"warning: {path.name}: --annotate needs video or a photo; nothing drawn for audio")
+            if target is None:
+                write_stream(result, args.format, sys.stdout, header=done == 0)
+                done += 1
+                continue
             write_analysis(result, target, force=cfg.force, pictures=not args.no_pictures,
                            annotate=args.annotate)
             done += 1
@@ -212,18 +273,24 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """``train visual|audio``: one run into ``--out`` (refused if a run is there, unless resumed or forced)."""
+    if args.out.exists() and any(args.out.iterdir()) and not (args.resume or args.force):
+        raise OutputError(f"{args.out}: a run is already there (--resume to continue it, --force to start afresh)")
+    if args.force and args.out.exists():
+        import shutil
+        shutil.rmtree(args.out)
     if args.modality == "visual":
-        from training.train_visual import VisualTrainConfig, train_visual
-        summary = train_visual(VisualTrainConfig(
-            data=args.data, out=args.out, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.lr, patience=args.patience, seed=args.seed, weights=args.weights,
-            resume=args.resume, limit=args.limit))
+        from training.config import VisualTrainConfig
+        from training.train_visual import train_visual
+        summary = train_visual(config_from_args(VisualTrainConfig, args, hold_out=tuple(args.hold_out)))
         print(f"PrivateTest accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f}; "
               f"report in {args.out / 'report'}")
+        for name, m in summary.get("held_out", {}).items():
+            print(f"held-out {name}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}")
         return EXIT_OK
-    from training.train_audio import AudioTrainConfig, cross_validate, train_audio
-    cfg = AudioTrainConfig(data=tuple(args.data), out=args.out, test_fold=args.test_fold, val_fold=args.val_fold,
-                           epochs=args.epochs, patience=args.patience, seed=args.seed, resume=args.resume)
+    from training.config import AudioTrainConfig
+    from training.train_audio import cross_validate, train_audio
+    cfg = config_from_args(AudioTrainConfig, args, data=tuple(args.data))
     if args.cv:
         cv = cross_validate(cfg)
         for k, v in cv.items():
@@ -236,6 +303,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """``evaluate visual|audio``: score a model on held-out data and write its report."""
     from training.evaluate import (
         evaluate_audio_model,
         evaluate_face_sets,
@@ -270,12 +338,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_compare_fusion(args) -> int:
-    from training.compare_fusion import run_compare_fusion
-    run_compare_fusion(args)
+    """``compare-fusion``: score every fusion strategy on the same paired data."""
+    from training.compare_fusion import CompareFusionConfig, run_compare_fusion
+    run_compare_fusion(config_from_args(CompareFusionConfig, args))
     return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see :mod:`multimodal.errors`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     parser = build_parser()
@@ -293,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     except MultimodalError as err:
         _say(f"error: {err}")
         return err.exit_code
-    except (FileNotFoundError, ValueError) as err:
-        _say(f"error: {err}")
-        return EXIT_INPUT if isinstance(err, FileNotFoundError) else EXIT_USAGE
+    except (FileNotFoundError, ValueError) as err:  # raised while reading datasets and model files
+        _say(f"error: {_first_line(err)}")
+        return EXIT_INPUT
     except KeyboardInterrupt:
         _say("interrupted")
         return EXIT_INTERRUPTED

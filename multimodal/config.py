@@ -5,11 +5,21 @@ so a run can be described completely by the values it was given.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 #: The project's one label order (FER2013's original order).
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+#: One colour per emotion, kept across every picture (plots, report, annotated video).
+EMOTION_COLORS: dict[str, str] = {"angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#f5b800",
+                                  "sad": "#1f77b4", "surprise": "#17becf", "neutral": "#9a9a9a"}
+
+
+def rgb(hex_color: str) -> tuple[int, int, int]:
+    """``"#d62728"`` as ``(214, 39, 40)``."""
+    return int(hex_color[1:3], 16), int(hex_color[3:5], 16), int(hex_color[5:7], 16)
+
 
 #: Where shipped models live (inside the source tree, next to the package).
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -20,10 +30,14 @@ DEFAULT_SPEECH_DETECTOR = MODELS_DIR / "speech_detector.onnx"
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac"})
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS | IMAGE_EXTENSIONS
+
+#: JSON Schema of analysis.json, shipped in the package.
+SCHEMA_FILE = Path(__file__).resolve().parent / "schema" / "analysis.schema.json"
 
 #: JSON output schema version; bump on any incompatible change.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: "options" records every option of the analysis
 
 
 @dataclass(frozen=True)
@@ -72,3 +86,8 @@ class AnalyzeConfig:
     small_face_fps: float = 1.0
     quiet: bool = False
     force: bool = False
+
+
+def config_dict(cfg) -> dict:
+    """A configuration dataclass as JSON-ready values (paths as strings), for the record."""
+    return {f.name: str(v) if isinstance(v := getattr(cfg, f.name), Path) else v for f in fields(cfg)}

@@ -1,7 +1,7 @@
 """Reading media as streams with bounded memory.
 
 Everything goes through the ffmpeg binary that ships in the
-``imageio-ffmpeg`` wheel (the one moviepy uses), so no system ffmpeg is needed:
+``imageio-ffmpeg`` wheel, so no system ffmpeg is needed:
 
 * :func:`probe` reads duration, streams and frame size;
 * :func:`iter_frames` yields sampled grayscale or RGB frames one at a time
@@ -20,18 +20,50 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import imageio_ffmpeg
 import numpy as np
+import soundfile as sf
 
 from multimodal.errors import InputError
 
 
+def read_image(image: str | Path | np.ndarray) -> tuple[np.ndarray, MediaInfo]:
+    """A photo as an RGB ``uint8`` array (h, w, 3), and its description.
+
+    ``image`` is a file OpenCV reads (jpg, png, webp, bmp, tiff) or an array,
+    RGB (h, w, 3), RGBA (h, w, 4) or gray (h, w).
+    """
+    if isinstance(image, np.ndarray):
+        rgb, path = image, Path("<array>")
+    else:
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise InputError(f"{path}: not an image OpenCV can read")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim not in (2, 3) or (rgb.ndim == 3 and rgb.shape[2] not in (3, 4)):
+        raise InputError(f"{path}: expected a uint8 image of shape (h, w), (h, w, 3) or (h, w, 4), "
+                         f"got {rgb.dtype} {rgb.shape}")
+    if rgb.ndim == 2:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
+    elif rgb.shape[2] == 4:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_RGBA2RGB)
+    h, w = rgb.shape[:2]
+    return np.ascontiguousarray(rgb), MediaInfo(path, 0.0, True, False, w, h, 0.0, "image", "")
+
+
 def ffmpeg_exe() -> str:
-    import imageio_ffmpeg
+    """Path of the ffmpeg binary bundled with the imageio-ffmpeg wheel."""
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @dataclass(frozen=True)
 class MediaInfo:
+    """What :func:`probe` learns about a media file."""
     path: Path
     duration: float  # seconds
     has_video: bool
@@ -39,8 +71,13 @@ class MediaInfo:
     width: int = 0  # display size, after any rotation
     height: int = 0
     fps: float = 0.0
-    video_codec: str = ""
+    video_codec: str = ""  # "image" for a photo
     audio_codec: str = ""
+
+    @property
+    def is_image(self) -> bool:
+        """A photo rather than a video: no duration, one frame."""
+        return self.video_codec == "image"
 
 
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
@@ -168,6 +205,7 @@ def iter_frames(info: MediaInfo, fps: float, max_width: int = 640, color: bool =
     # pipe holds, and a full pipe would stall ffmpeg while frames are read.
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, bufsize=frame_bytes * 4)
+        assert proc.stdout is not None  # stdout=PIPE
         try:
             while True:
                 buf = proc.stdout.read(frame_bytes)
@@ -201,7 +239,6 @@ class AudioReader:
     """Random access to a WAV file by time, without loading it whole."""
 
     def __init__(self, wav_path: Path):
-        import soundfile as sf
         self._file = sf.SoundFile(str(wav_path))
         self.sample_rate = self._file.samplerate
         self.duration = self._file.frames / self.sample_rate
@@ -216,6 +253,7 @@ class AudioReader:
         return self._file.read(b - a, dtype="float32", always_2d=True).mean(axis=1)
 
     def close(self) -> None:
+        """Close the file."""
         self._file.close()
 
     def __enter__(self):

@@ -17,6 +17,12 @@ class MultimodalError(Exception):
     exit_code = EXIT_FAILED
 
 
+class UsageError(MultimodalError):
+    """Options that cannot work together or name something that is not there."""
+
+    exit_code = EXIT_USAGE
+
+
 class InputError(MultimodalError):
     """A media file that cannot be used (missing, empty, not media, truncated)."""
 
@@ -24,10 +30,14 @@ class InputError(MultimodalError):
 
 
 class ModelError(MultimodalError):
+    """A model file that is missing, corrupt, fails its checksum or its export check."""
+
     exit_code = EXIT_MODEL
 
 
 class OutputError(MultimodalError):
+    """Results that cannot be written, or would replace existing ones unasked."""
+
     exit_code = EXIT_OUTPUT
 
 

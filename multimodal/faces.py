@@ -25,6 +25,7 @@ import numpy as np
 
 from multimodal.config import DEFAULT_FACE_DETECTOR
 from multimodal.errors import MissingDependencyError, ModelError
+from multimodal.models import read_card, tflite_interpreter
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,11 @@ class Face:
 
     @property
     def area(self) -> int:
+        """Box area in square pixels."""
         return self.w * self.h
 
     def scaled(self, factor: float) -> Face:
+        """The box in a frame ``factor`` times larger."""
         return Face(round(self.x * factor), round(self.y * factor),
                     round(self.w * factor), round(self.h * factor), self.score)
 
@@ -144,7 +147,6 @@ class BlazeFaceDetector:
 
     def __init__(self, min_size: int = 32, min_score: float = 0.6, model_path=DEFAULT_FACE_DETECTOR,
                  tile_aspect: float = 1.5, threads: int = 1):
-        from multimodal.models import read_card, tflite_interpreter
         self.card = read_card(model_path, "face_detector")
         self._net = tflite_interpreter(self.card.path, threads)
         inp = self._net.get_input_details()[0]
@@ -166,13 +168,12 @@ class BlazeFaceDetector:
         views = [(0, 0, w, h)]
         if small and (w > self.tile_aspect * h or h > self.tile_aspect * w):
             views += _square_tiles(w, h)
-        boxes, scores = [], []
-        for x0, y0, vw, vh in views:
-            b, s = self._detect_view(rgb[y0:y0 + vh, x0:x0 + vw])
-            boxes.append(b + [x0, y0, x0, y0])
-            scores.append(s)
-        boxes, scores = _weighted_nms(np.concatenate(boxes), np.concatenate(scores), 0.3)
-        faces = [_corrected(*box, s, self.box_scale, self.box_shift) for box, s in zip(boxes, scores)]
+        per_view = [self._detect_view(rgb[y0:y0 + vh, x0:x0 + vw]) for x0, y0, vw, vh in views]
+        boxes, scores = _weighted_nms(np.concatenate([b + [x0, y0, x0, y0] for (b, _), (x0, y0, _, _)
+                                                      in zip(per_view, views)]),
+                                      np.concatenate([s for _, s in per_view]), 0.3)
+        faces = [_corrected(x1, y1, x2, y2, s, self.box_scale, self.box_shift)
+                 for (x1, y1, x2, y2), s in zip(boxes, scores)]
         return [f for f in faces if f.w >= self.min_size]
 
     def _detect_view(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -265,6 +266,7 @@ DETECTORS = {"blazeface": BlazeFaceDetector, "haar": HaarDetector, "mtcnn": MTCN
 
 
 def make_detector(name: str, min_size: int = 32):
+    """A face detector of :data:`DETECTORS` by name, finding faces at least ``min_size`` pixels wide."""
     if name not in DETECTORS:
         raise ValueError(f"unknown face detector {name!r}; choose from {', '.join(DETECTORS)}")
     return DETECTORS[name](min_size=min_size)
@@ -317,4 +319,5 @@ def photo_face_crop(rgb: np.ndarray, detector, size: int) -> tuple[np.ndarray, F
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
+    """A grayscale copy of an RGB frame (a gray frame as it is)."""
     return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)

@@ -1,9 +1,10 @@
 """Decision-level fusion of visual and audio class probabilities.
 
 Every strategy is a small estimator in the scikit-learn manner:
-``fit(p_visual, p_audio, y)`` learns whatever it learns (from validation
-predictions, never test ones), ``predict_proba(p_visual, p_audio)`` returns the
-fused distribution. Inputs are arrays of shape (n, 7); a row of NaN means the
+constructor parameters are the defaults a strategy uses unfitted,
+``fit(p_visual, p_audio, y)`` learns from validation predictions (never test
+ones) into attributes ending in ``_``, ``predict_proba(p_visual, p_audio)``
+returns the fused distribution. Inputs are arrays of shape (n, 7); a row of NaN means the
 modality is absent for that item. An item with one modality gets that
 modality's distribution unchanged; one with none gets a row of NaN.
 Learned parameters are plain numbers (``get_state`` / ``set_state``), so a
@@ -36,13 +37,14 @@ class FusionStrategy:
     """Base class: handles missing modalities, subclasses fuse complete pairs."""
 
     name = "base"
-    learns = False  # fit() learns parameters from validation predictions
     requires_fit = False  # unusable without them (the others have sensible defaults)
 
     def fit(self, p_visual: np.ndarray, p_audio: np.ndarray, y: np.ndarray) -> FusionStrategy:
+        """Learn from validation pairs, shape (n, 7) each, and labels (n,); returns self."""
         return self
 
     def predict_proba(self, p_visual: np.ndarray, p_audio: np.ndarray) -> np.ndarray:
+        """Fused distributions, shape (n, 7); rows of NaN mark an absent modality."""
         p_visual, p_audio = np.asarray(p_visual, float), np.asarray(p_audio, float)
         out = np.full(p_visual.shape, np.nan)
         v, a = _present(p_visual), _present(p_audio)
@@ -57,9 +59,11 @@ class FusionStrategy:
         raise NotImplementedError
 
     def get_state(self) -> dict:
+        """The fitted parameters as JSON-ready numbers."""
         return {}
 
     def set_state(self, state: dict) -> FusionStrategy:
+        """Restore the parameters :meth:`get_state` gave; returns self."""
         return self
 
 
@@ -79,9 +83,7 @@ class MeanFusion(FusionStrategy):
 
 class _VisualWeightFusion(FusionStrategy):
     """A rule with one parameter, the visual weight ``w`` in [0, 1], fitted by
-    minimising log-loss over a grid."""
-
-    learns = True
+    minimising log-loss over a grid into ``visual_weight_``."""
 
     def __init__(self, visual_weight: float = 0.5):
         self.visual_weight = visual_weight
@@ -89,21 +91,25 @@ class _VisualWeightFusion(FusionStrategy):
     def fit(self, p_visual, p_audio, y):
         pv, pa, y = _complete(p_visual, p_audio, y)
         grid = np.linspace(0, 1, 41)
-        self.visual_weight = float(grid[np.argmin([_log_loss(y, self._combine(pv, pa, w)) for w in grid])])
+        self.visual_weight_ = float(grid[np.argmin([_log_loss(y, self._combine(pv, pa, w)) for w in grid])])
         return self
+
+    @property
+    def _weight(self) -> float:
+        return getattr(self, "visual_weight_", self.visual_weight)
 
     @staticmethod
     def _combine(pv, pa, w):
         raise NotImplementedError
 
     def _fuse(self, pv, pa):
-        return self._combine(pv, pa, self.visual_weight)
+        return self._combine(pv, pa, self._weight)
 
     def get_state(self):
-        return {"visual_weight": self.visual_weight}
+        return {"visual_weight": self._weight}
 
     def set_state(self, state):
-        self.visual_weight = float(state["visual_weight"])
+        self.visual_weight_ = float(state["visual_weight"])
         return self
 
 
@@ -146,11 +152,10 @@ class EntropyWeightedFusion(FusionStrategy):
     """Mean weighted per item by each modality's certainty, ``exp(-entropy / t)``.
 
     A confident modality dominates an uncertain one item by item; ``fit``
-    picks the temperature ``t`` minimising log-loss.
+    picks the temperature minimising log-loss into ``temperature_``.
     """
 
     name = "entropy_weighted"
-    learns = True
 
     def __init__(self, temperature: float = 1.0):
         self.temperature = temperature
@@ -158,8 +163,12 @@ class EntropyWeightedFusion(FusionStrategy):
     def fit(self, p_visual, p_audio, y):
         pv, pa, y = _complete(p_visual, p_audio, y)
         grid = np.geomspace(0.05, 20, 30)
-        self.temperature = float(grid[np.argmin([_log_loss(y, self._mix(pv, pa, t)) for t in grid])])
+        self.temperature_ = float(grid[np.argmin([_log_loss(y, self._mix(pv, pa, t)) for t in grid])])
         return self
+
+    @property
+    def _temperature(self) -> float:
+        return getattr(self, "temperature_", self.temperature)
 
     @staticmethod
     def _mix(pv, pa, t):
@@ -168,13 +177,13 @@ class EntropyWeightedFusion(FusionStrategy):
         return (wv / s)[:, None] * pv + (wa / s)[:, None] * pa
 
     def _fuse(self, pv, pa):
-        return self._mix(pv, pa, self.temperature)
+        return self._mix(pv, pa, self._temperature)
 
     def get_state(self):
-        return {"temperature": self.temperature}
+        return {"temperature": self._temperature}
 
     def set_state(self, state):
-        self.temperature = float(state["temperature"])
+        self.temperature_ = float(state["temperature"])
         return self
 
 
@@ -202,20 +211,19 @@ class StackingFusion(FusionStrategy):
     """Logistic regression over both modalities' log-probabilities."""
 
     name = "stacking"
-    learns = True
     requires_fit = True
 
     def __init__(self, C: float = 1.0):
         self.C = C
-        self.coef_ = None
-        self.intercept_ = None
+        self.coef_: np.ndarray | None = None
+        self.intercept_: np.ndarray | None = None
 
     @staticmethod
     def _features(pv, pa):
         return np.hstack([np.log(np.clip(pv, _EPS, 1)), np.log(np.clip(pa, _EPS, 1))])
 
     def fit(self, p_visual, p_audio, y):
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # only compare-fusion fits: keep analyze light
         pv, pa, y = _complete(p_visual, p_audio, y)
         k = pv.shape[1]
         clf = LogisticRegression(C=self.C, max_iter=2000)

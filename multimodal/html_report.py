@@ -8,8 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from multimodal.config import EMOTION_COLORS as COLORS
 from multimodal.config import EMOTIONS
-from multimodal.plots import COLORS
+from multimodal.formatting import plural
 
 MAX_PEOPLE = 24
 
@@ -63,8 +64,8 @@ def html_report(a, doc: dict, timeline: Path | None) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(Path(info['path']).name)} — emotions"
            f"</title><style>{_CSS}</style></head><body>",
            f"<h1>{escape(Path(info['path']).name)}</h1>",
-           f"<p class='muted'>{info['duration']:.1f} s · {len(doc['segments'])} segments of "
-           f"{doc['options']['segment']:g} s · {len(doc['tracks'])} people · "
+           f"<p class='muted'>{info['duration']:.1f} s · {plural(len(doc['segments']), 'segment')} of "
+           f"{doc['options']['segment']:g} s · {plural(len(doc['tracks']), 'person', 'people')} · "
            f"{'video' if info['has_video'] else 'no video'} + {_audio_note(doc)}</p>",
            "<h2>Summary</h2>",
            f"<p>Dominant emotion: {_chip(s['dominant'])} ({s['mean'][s['dominant']]:.0%} of fused probability)</p>",

@@ -19,17 +19,20 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from multimodal.atomic import write_json_atomic
 from multimodal.errors import MissingDependencyError, ModelError
 
 
 @dataclass(frozen=True)
 class ModelCard:
+    """A model file's card: its labels, checksum and everything measured about it."""
     path: Path  # the model file
     kind: str  # "visual" or "audio"
     labels: tuple[str, ...]
@@ -38,15 +41,18 @@ class ModelCard:
 
     @property
     def name(self) -> str:
+        """The model's file name."""
         return self.path.name
 
 
 def card_path(model_path: str | Path) -> Path:
+    """Where the card of ``model_path`` lives (``<model file>.json``)."""
     path = Path(model_path)
     return path.with_name(path.name + ".json")
 
 
 def sha256_of(path: str | Path) -> str:
+    """SHA-256 of a file, hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -83,7 +89,6 @@ def import_keras():
     initialises, ignoring ``TF_CPP_MIN_LOG_LEVEL`` for some of them; the
     descriptor is muted for the import alone.
     """
-    import sys
     if sys.modules.get("keras") is not None:
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -147,6 +152,7 @@ class TFLiteModel:
         self._shape: tuple | None = None
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        """Outputs for one batch, as Keras's ``predict_on_batch`` gives them."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape != self._shape:  # batch size or length changed: re-plan the buffers
             self._net.resize_tensor_input(self._input, list(x.shape))
@@ -185,7 +191,5 @@ def write_card(model_path: str | Path, kind: str, labels: tuple[str, ...] | list
     card = {"kind": kind, "file": model_path.name, "labels": list(labels),
             "sha256": sha256_of(model_path), "size_bytes": model_path.stat().st_size, **fields}
     out = card_path(model_path)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
+    write_json_atomic(out, card, default=str)
     return out

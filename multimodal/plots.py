@@ -1,20 +1,18 @@
 """Pictures of an analysis: the timeline."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from multimodal.atomic import atomic_path
+from multimodal.config import EMOTION_COLORS as COLORS
 from multimodal.config import EMOTIONS
-
-#: One colour per emotion, kept across every picture.
-COLORS = {"angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#f5b800",
-          "sad": "#1f77b4", "surprise": "#17becf", "neutral": "#9a9a9a"}
+from multimodal.formatting import mmss
 
 
 def _matrix(segments, attr):
-    return np.array([getattr(s, attr) if getattr(s, attr) is not None else np.full(7, np.nan) for s in segments])
+    return np.array([getattr(s, attr) if getattr(s, attr) is not None else np.full(len(EMOTIONS), np.nan) for s in segments])
 
 
 def import_pyplot():
@@ -59,7 +57,7 @@ def timeline_png(a, path: Path) -> Path:
     stacked(axes[1], _matrix(segs, "visual"), "faces")
     no_speech = np.array([s.audio is None and s.audio_dbfs is not None for s in segs])
     stacked(axes[2], _matrix(segs, "audio"), "voice", no_speech)
-    half = 0.5 / a.options["fps"]
+    half = 0.5 / a.config.fps
     for ax, tid in zip(axes[3:], shown_tracks):
         recs = [r for r in a.faces if r.track_id == tid]
         times = np.array([r.time for r in recs])
@@ -73,7 +71,13 @@ def timeline_png(a, path: Path) -> Path:
         ax.set_yticks([])
         ax.set_ylabel(f"person {tid}", rotation=0, ha="right", va="center")
     axes[-1].set_xlim(edges[0], edges[-1])
-    axes[-1].set_xlabel("time (s)")
+    if a.info.duration >= 120:  # minutes:seconds read better than thousands of seconds
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+        axes[-1].xaxis.set_major_locator(MaxNLocator(nbins=12, steps=[1, 2, 3, 6, 10]))
+        axes[-1].xaxis.set_major_formatter(FuncFormatter(lambda t, _: mmss(t)))
+        axes[-1].set_xlabel("time (m:ss)")
+    else:
+        axes[-1].set_xlabel("time (s)")
     title = f"{a.info.path.name}: emotions over time"
     if len(tracks) > len(shown_tracks):
         title += f" (first {len(shown_tracks)} of {len(tracks)} people shown)"
@@ -84,8 +88,7 @@ def timeline_png(a, path: Path) -> Path:
                 if no_speech.any() else []),
                loc="lower center", ncol=9, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -35,6 +35,10 @@ def nearness(a: Face, b: Face, max_shift: float) -> float:
 
 @dataclass
 class IoUTracker:
+    """Gives each face the id of the face it continues: the best overlap (IoU at
+    least ``min_iou``) or, failing that, the nearest box of similar size, among
+    faces seen in the last ``max_gap`` seconds."""
+
     min_iou: float = 0.3
     max_gap: float = 2.0  # seconds
     max_shift: float = 1.0  # box sides a face may move between matches without overlapping
@@ -60,7 +64,7 @@ class IoUTracker:
                 ids[i] = self._next_id
                 self._next_id += 1
             self._tracks[ids[i]] = (time, face)
-        return ids
+        return [int(tid) for tid in ids if tid is not None]
 
     def _affinity(self, face: Face, prev: Face) -> float:
         """IoU + 1 for overlapping boxes (above ``min_iou``), else nearness in [0, 1]."""

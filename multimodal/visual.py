@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from multimodal.config import EMOTIONS
+from multimodal.errors import ModelError
 from multimodal.models import ModelCard, load_model, read_card
 
 
@@ -23,7 +25,6 @@ class VisualModel:
         self.input_size = int(shape[1])
         missing = set(EMOTIONS) - set(self.card.labels)
         if missing:
-            from multimodal.errors import ModelError
             raise ModelError(f"{model_path}: card lacks labels {sorted(missing)}")
         self._order = [self.card.labels.index(name) for name in EMOTIONS]
         # Averaging each face with its mirror image costs a second pass and
@@ -38,7 +39,6 @@ class VisualModel:
         if len(crops) == 0:
             return np.zeros((0, len(EMOTIONS)))
         if crops.shape[1] != self.input_size:
-            import cv2
             crops = np.stack([cv2.resize(c, (self.input_size, self.input_size), interpolation=cv2.INTER_AREA)
                               for c in crops])
         x = crops[..., None].astype(np.float32)

@@ -263,20 +263,21 @@ def test_an_unexpected_failure_on_one_file_does_not_stop_the_batch(tiny_models, 
 def test_a_failing_video_stage_stops_the_audio_stage(tiny_models, face_video, tmp_path, monkeypatch, capsys):
     # The audio stage runs in a thread beside the video stage; when the video
     # stage fails, the audio stage stops at its next segment and the error is reported.
-    from multimodal import pipeline
+    from multimodal import stages
     scored = []
-    real_audio_pass = pipeline.Analyzer._audio_pass
+    real_audio_run = stages.AudioStage.run
 
-    def slow_audio_pass(self, info, segments, model, stop):
+    def slow_audio_run(self, info, bounds, stop=None):
         stop.wait(10)  # the failure below happens while the audio is still being scored
-        real_audio_pass(self, info, segments, model, stop)
-        scored.extend(s for s in segments if s.audio is not None)
+        result = real_audio_run(self, info, bounds, stop)
+        scored.extend(a for a in result if a.probs is not None)
+        return result
 
-    def failing_visual_pass(self, info, segments, thumbnails):
+    def failing_video_run(self, info):
         raise RuntimeError("decoder exploded")
 
-    monkeypatch.setattr(pipeline.Analyzer, "_audio_pass", slow_audio_pass)
-    monkeypatch.setattr(pipeline.Analyzer, "_visual_pass", failing_visual_pass)
+    monkeypatch.setattr(stages.AudioStage, "run", slow_audio_run)
+    monkeypatch.setattr(stages.VideoStage, "run", failing_video_run)
     assert run(tiny_models, face_video, "-o", tmp_path / "out") == EXIT_FAILED
     assert "decoder exploded" in capsys.readouterr().err
     assert scored == []

@@ -9,8 +9,8 @@ import pytest
 
 from multimodal.cli import main
 from multimodal.errors import EXIT_OK
-from training.face_sets import is_fer2013, load_face_set, load_face_sets
 from tests.media import face_image
+from training.face_sets import is_fer2013, load_face_set, load_face_sets
 
 
 def _photo_sets(root):

@@ -51,9 +51,9 @@ def test_state_round_trips_as_plain_json(name):
 def test_weighted_mean_learns_to_trust_the_better_modality():
     pv, pa, y = _pairs()
     s = make_strategy("weighted_mean").fit(pv, pa, y)
-    assert s.visual_weight > 0.6
+    assert s.visual_weight_ > 0.6
     pv, pa, y = _pairs(visual_noise=2.0, audio_noise=0.5)
-    assert make_strategy("weighted_mean").fit(pv, pa, y).visual_weight < 0.4
+    assert make_strategy("weighted_mean").fit(pv, pa, y).visual_weight_ < 0.4
 
 
 def test_mean_and_product_arithmetic():

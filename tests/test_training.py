@@ -87,7 +87,10 @@ def test_train_resume_and_evaluate_visual(fer_dirs, tmp_path, capsys):
     assert json.loads((run / "checkpoints" / "state.json").read_text())["epoch"] == 3
     card = json.loads((run / "model.keras.json").read_text())
     assert card["labels"] == list(EMOTIONS) and card["training"]["test_split"] == "PrivateTest"
-    assert 0 <= card["metrics"]["accuracy"] <= 1 and "flip_accuracy" in card["metrics"]
+    assert "flip_accuracy" in card["metrics"]
+    # The card holds what the run's report measured.
+    assert card["metrics"]["accuracy"] == pytest.approx(
+        json.loads((run / "report" / "report.json").read_text())["sections"]["PrivateTest"]["accuracy"])
     for f in ("report.md", "report.json", "confusion_privatetest.png"):
         assert (run / "report" / f).exists(), f
     out = tmp_path / "eval"
@@ -95,7 +98,66 @@ def test_train_resume_and_evaluate_visual(fer_dirs, tmp_path, capsys):
                  "--out", str(out), "--flip"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["sections"]["PrivateTest"]["n"] == 35 and "PrivateTest + flip averaging" in rep["sections"]
+    assert rep["sections"]["PrivateTest"]["accuracy"] == pytest.approx(card["metrics"]["accuracy"])
     assert "accuracy" in capsys.readouterr().out
+    # A finished run is not overwritten unasked.
+    assert main(args + ["--epochs", "1"]) == 5
+    assert "already there" in capsys.readouterr().err
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["epoch"] == 3
+
+
+def test_fine_tune_with_face_sets_holding_one_out(fer_dirs, tmp_path, capsys):
+    """Fine-tuning from a model on FER2013 plus face sets, with video-like augmentation,
+    reports its accuracy on the set it never saw."""
+    import shutil
+
+    import cv2
+
+    from tests.media import FIXTURES
+    faces = tmp_path / "faces"
+    face = cv2.imread(str(FIXTURES / "face.png"))
+    for set_name in ("alpha", "beta"):
+        rows = ["file,label,subject"]
+        for label in ("happy", "sad", "neutral"):
+            (faces / set_name / label).mkdir(parents=True)
+            for subject in range(6, 10):  # alpha8 and alpha9 fall in the selection fifth
+                img = cv2.convertScaleAbs(face, alpha=0.5 + 0.1 * subject)
+                cv2.imwrite(str(faces / set_name / label / f"s{subject}.jpg"), img)
+                rows.append(f"{label}/s{subject}.jpg,{label},{set_name}{subject}")
+        (faces / set_name / "manifest.csv").write_text("\n".join(rows) + "\n")
+    base = tmp_path / "base"
+    assert main(["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(base), "--epochs", "1",
+                 "--batch-size", "16"]) == 0
+    run = tmp_path / "ft"
+    assert main(["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(run), "--epochs", "1",
+                 "--batch-size", "16", "--init", str(base / "model.keras"), "--faces", str(faces),
+                 "--hold-out", "beta", "--augment", "video", "--label-smoothing", "0.1"]) == 0
+    assert "held-out beta: accuracy" in capsys.readouterr().out
+    held = json.loads((run / "held_out.json").read_text())
+    assert set(held) == {"beta"} and held["beta"]["n"] == 12
+    card = json.loads((run / "model.keras.json").read_text())
+    assert "alpha" in card["training"]["dataset"] and "beta" not in card["training"]["dataset"]
+    assert "beta" in card["training"]["test_split"]
+    log = (run / "train.log").read_text()
+    assert "face set alpha: 12 photos" in log and "6 for training, 6 for selection" in log
+    assert "val_faces_accuracy" in log
+    # A held-out set that is not there is a usage error.
+    shutil.rmtree(run)
+    assert main(["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(run), "--epochs", "1",
+                 "--faces", str(faces), "--hold-out", "gamma"]) == 2
+    assert "gamma" in capsys.readouterr().err
+
+
+def test_video_degradations_keep_shape_range_and_vary():
+    import tensorflow as tf
+
+    from training.train_visual import video_degradations
+    x = tf.constant(np.random.default_rng(0).uniform(0, 255, (64, 48, 48, 1)).astype("float32"))
+    y = video_degradations(x, tf.constant([1, 2]))
+    assert y.shape == x.shape and float(tf.reduce_min(y)) >= 0 and float(tf.reduce_max(y)) <= 255
+    changed = np.abs(y.numpy() - x.numpy()).mean(axis=(1, 2, 3))
+    assert (changed > 1).mean() > 0.5  # most faces are degraded somehow
+    np.testing.assert_array_equal(y.numpy(), video_degradations(x, tf.constant([1, 2])).numpy())  # seeded
 
 
 def test_inception_resnet_v2_builds_trains_saves_loads(tmp_path):
@@ -190,8 +252,10 @@ def test_compare_fusion_on_pseudo_pairs(fer_dirs, ravdess_dir, tiny_models, tmp_
     assert rep["n_test"] == 16 and rep["n_validation"] == 16
     for name, m in rep["results"].items():
         assert name in printed
-        lo, hi = m["ci95"]["accuracy"]
-        assert lo <= m["accuracy"] <= hi
+        cm = np.array(m["confusion_matrix"])
+        assert cm.sum() == 16 and np.trace(cm) / cm.sum() == pytest.approx(m["accuracy"])
+    # 16 items resampled 50 times: some interval must have width.
+    assert any(m["ci95"]["accuracy"][1] > m["ci95"]["accuracy"][0] for m in rep["results"].values())
     assert "independent given the label" in (out / "report.md").read_text()
     assert (out / "accuracy.png").exists() and (out / "confusion_stacking.png").exists()
     # Same seed, same numbers.

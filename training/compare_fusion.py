@@ -21,22 +21,31 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import f1_score
 
-from multimodal.config import EMOTIONS, AnalyzeConfig
+from multimodal.atomic import atomic_path, write_text_atomic
+from multimodal.audio import AudioModel, load_audio, project_label, recording_distribution, to_project_labels
+from multimodal.config import DEFAULT_AUDIO_MODEL, DEFAULT_VISUAL_MODEL, EMOTIONS, MODELS_DIR, AnalyzeConfig
+from multimodal.errors import InputError, MultimodalError, OutputError
+from multimodal.fusion import STRATEGIES, make_strategy
+from multimodal.models import sha256_of
+from multimodal.pipeline import Analyzer
+from multimodal.speech import SpeechDetector
+from multimodal.visual import VisualModel
+from training.fer2013 import load_fer2013
 from training.metrics import (
     bootstrap_ci,
     classification_metrics,
     cross_entropy,
     expected_calibration_error,
     plot_confusion,
-    write_text_atomic,
 )
+from training.speech_datasets import load_ravdess, parse_ravdess_name, ravdess_fold
 
 PSEUDO_NOTE = ("Pseudo-pairs join a face and a voice that share only the label, so the modalities are "
                "independent given the label; in real clips they are correlated (same person, same moment), "
@@ -56,7 +65,7 @@ class PairedPredictions:
 # ---------------------------------------------------------------- pseudo-pairs
 
 def _seven_class(label: str) -> int:
-    return EMOTIONS.index("neutral" if label == "calm" else label)
+    return EMOTIONS.index(project_label(label))
 
 
 def pair_indices(face_labels: np.ndarray, voice_labels: np.ndarray, seed: int) -> np.ndarray:
@@ -78,19 +87,14 @@ def _cached(cache: Path, key: str, compute, *args):
         return np.load(path)
     value = compute(*args)
     cache.mkdir(parents=True, exist_ok=True)
-    np.save(path.with_suffix(".tmp.npy"), value)
-    os.replace(path.with_suffix(".tmp.npy"), path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, value)
     return value
 
 
 def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path, cache: Path, seed: int
                  ) -> tuple[PairedPredictions, PairedPredictions]:
     """Validation and test pseudo-pairs with both models' predictions (cached by model checksum)."""
-    from multimodal.audio import AudioModel
-    from multimodal.models import sha256_of
-    from multimodal.visual import VisualModel
-    from training.fer2013 import load_fer2013
-    from training.speech_datasets import load_ravdess
 
     vsum, asum = sha256_of(visual_model), sha256_of(audio_model)
     vm = am = None
@@ -111,12 +115,6 @@ def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path
 
         def voices(items):
             # Each utterance scored as analyze scores a file; no speech heard: no audio evidence (NaN).
-            from multimodal.audio import (
-                load_audio,
-                recording_distribution,
-                to_project_labels,
-            )
-            from multimodal.speech import SpeechDetector
             nonlocal am
             am = am or AudioModel(audio_model)
             speech, cfg = SpeechDetector(), AnalyzeConfig()
@@ -139,7 +137,6 @@ def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path
 
 def clip_labels(root: Path, seed: int) -> list[tuple[Path, int, str]]:
     """``(path, label, "test"|"validation")`` for RAVDESS-named videos or a manifest."""
-    from training.speech_datasets import parse_ravdess_name, ravdess_fold
     manifest = root / "manifest.csv" if root.is_dir() else root
     rows = []
     if manifest.is_file() and manifest.suffix == ".csv":
@@ -163,21 +160,18 @@ def clip_labels(root: Path, seed: int) -> list[tuple[Path, int, str]]:
 
 def real_clip_pairs(root: Path, visual_model: Path, audio_model: Path, cache: Path, seed: int
                     ) -> tuple[PairedPredictions, PairedPredictions]:
-    from dataclasses import replace
 
-    from multimodal.errors import MultimodalError
-    from multimodal.models import sha256_of
-    from multimodal.pipeline import Analyzer
+    """Validation and test pairs from labelled audio-visual clips, each analysed as ``analyze`` would."""
     analyzer = Analyzer(replace(AnalyzeConfig(), visual_model=visual_model, audio_model=audio_model, quiet=True))
     key = f"{sha256_of(visual_model)}|{sha256_of(audio_model)}"
-    parts = {"validation": [], "test": []}
+    parts: dict[str, list] = {"validation": [], "test": []}
     for path, label, split in clip_labels(root, seed):
         def run(path):
             try:
                 a = analyzer.analyze(path)
             except MultimodalError as err:
                 print(f"warning: skipped {err}", file=sys.stderr)
-                return np.full((2, 7), np.nan)
+                return np.full((2, len(EMOTIONS)), np.nan)
             return np.stack([_duration_mean(a.segments, "visual"), _duration_mean(a.segments, "audio")])
         pv_pa = _cached(cache, f"clip|{key}|{path.resolve()}|{path.stat().st_mtime_ns}", run, path)
         if not np.isnan(pv_pa).all():
@@ -195,7 +189,7 @@ def real_clip_pairs(root: Path, visual_model: Path, audio_model: Path, cache: Pa
 def _duration_mean(segments, attr: str) -> np.ndarray:
     rows = [(getattr(s, attr), s.end - s.start) for s in segments if getattr(s, attr) is not None]
     if not rows:
-        return np.full(7, np.nan)
+        return np.full(len(EMOTIONS), np.nan)
     return np.sum([p * w for p, w in rows], axis=0) / sum(w for _, w in rows)
 
 
@@ -206,14 +200,12 @@ def _accuracy(y, p):
 
 
 def _macro_f1(y, p):
-    from sklearn.metrics import f1_score
-    return float(f1_score(y, p.argmax(axis=1), labels=list(range(7)), average="macro", zero_division=0))
+    return float(f1_score(y, p.argmax(axis=1), labels=list(range(len(EMOTIONS))), average="macro", zero_division=0))
 
 
 def score_methods(val: PairedPredictions, test: PairedPredictions, n_boot: int, seed: int) -> dict:
     """Fit each strategy on validation pairs, score all methods on test pairs."""
-    from multimodal.fusion import STRATEGIES, make_strategy
-    methods = {"visual only": (test.visual, {}), "audio only": (test.audio, {})}
+    methods: dict[str, tuple] = {"visual only": (test.visual, {}), "audio only": (test.audio, {})}
     fitted = {}
     for name in STRATEGIES:
         s = make_strategy(name).fit(val.visual, val.audio, val.y)
@@ -273,15 +265,29 @@ def _bar_chart(results: dict, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
-def run_compare_fusion(args) -> dict:
-    from multimodal.config import MODELS_DIR
-    from multimodal.errors import InputError, OutputError
+@dataclass(frozen=True)
+class CompareFusionConfig:
+    """Options of ``multimodal compare-fusion``."""
+
+    out: Path  # report directory
+    clips: Path | None = None  # labelled audio-visual clips
+    fer: Path | None = None  # FER2013, for pseudo-pairs with ...
+    ravdess: Path | None = None  # ... RAVDESS speech
+    visual_model: Path = DEFAULT_VISUAL_MODEL
+    audio_model: Path = DEFAULT_AUDIO_MODEL
+    seed: int = 0
+    bootstrap: int = 1000  # resamples for the confidence intervals
+    save: bool = False  # store the fitted strategies as models/fusion.json
+    force: bool = False  # replace an existing models/fusion.json
+
+
+def run_compare_fusion(args: CompareFusionConfig) -> dict:
+    """Score every fusion strategy on the same paired data, write the report; returns it."""
     out = Path(args.out)
     cache = out / "cache"
     if args.clips:
@@ -330,12 +336,8 @@ def run_compare_fusion(args) -> dict:
             raise OutputError(f"{target}: already exists (use --force to replace it)")
         write_text_atomic(target, json.dumps({
             "fitted_on": val.description, "seed": args.seed,
-            "visual_model_sha256": _sha(args.visual_model), "audio_model_sha256": _sha(args.audio_model),
+            "visual_model_sha256": sha256_of(args.visual_model), "audio_model_sha256": sha256_of(args.audio_model),
             "strategies": scored["fitted"]}, indent=2) + "\n")
         print(f"fitted strategies saved to {target}")
     return report
 
-
-def _sha(path):
-    from multimodal.models import sha256_of
-    return sha256_of(path)

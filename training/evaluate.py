@@ -7,17 +7,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from multimodal.audio import AudioModel, load_audio, project_label, recording_distribution, rms_dbfs, to_project_labels
 from multimodal.config import EMOTIONS, AnalyzeConfig
+from multimodal.faces import BlazeFaceDetector, photo_face_crop
+from multimodal.models import card_path, load_model, read_card
+from multimodal.speech import SpeechDetector
+from multimodal.visual import VisualModel
+from training.face_sets import load_face_sets
+from training.fer2013 import load_fer2013
 from training.metrics import classification_metrics, write_report
-from training.speech_datasets import SPEECH_LABELS
+from training.speech_datasets import RAVDESS_FOLDS, SPEECH_LABELS, load_speech_corpus
 
 
 def load_model_for_evaluation(path: str | Path, kind: str):
     """A model checked against its card when it has one (a run's fresh model may not
     yet): Keras, or a :class:`multimodal.models.TFLiteModel` for ``.tflite``."""
-    import keras
-
-    from multimodal.models import card_path, load_model, read_card
+    import keras  # only for .keras files: .tflite ones are scored without TensorFlow
     if card_path(path).exists():
         return load_model(read_card(path, kind))
     return keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -47,7 +52,6 @@ def evaluate_visual_model(model_path: str | Path, data: str | Path, out_dir: str
     With ``flip``, also scores test-time flip averaging (mean of the image and
     its mirror), reported as a separate section.
     """
-    from training.fer2013 import load_fer2013
     model = load_model_for_evaluation(model_path, "visual")
     x, y = load_fer2013(data, split, cache_dir)
     x = x[..., None].astype("float32")
@@ -91,7 +95,8 @@ def face_set_metrics(y: np.ndarray, probs: np.ndarray) -> dict:
 
 
 def evaluate_face_sets(model_path: str | Path, data: str | Path, out_dir: str | Path | None,
-                       predictors: dict | None = None, crop_size: int | None = None) -> dict:
+                       predictors: dict | None = None, crop_size: int | None = None,
+                       only: tuple[str, ...] = ()) -> dict:
     """Score facial-expression models on labelled photos outside FER2013.
 
     Each photo's largest face is found by the shipped BlazeFace detector and
@@ -110,14 +115,12 @@ def evaluate_face_sets(model_path: str | Path, data: str | Path, out_dir: str | 
         score on the same crops, such as a reference model
     crop_size : side of the crops in pixels (default the model's input);
         each model resizes them to its own input
+    only : score only these sets (default all)
 
     Returns
     -------
     ``{model name: {set: metrics, "mean_accuracy": float}, "no_face": {set: count}}``
     """
-    from multimodal.faces import BlazeFaceDetector, photo_face_crop
-    from multimodal.visual import VisualModel
-    from training.face_sets import load_face_sets
     model = VisualModel(model_path)
     detector = BlazeFaceDetector()
     models = {Path(model_path).name: lambda crops: model.predict_proba(crops), **(predictors or {})}
@@ -126,6 +129,8 @@ def evaluate_face_sets(model_path: str | Path, data: str | Path, out_dir: str | 
     sizes: dict[str, int] = {}
     sections = {}
     for set_name, photos in load_face_sets(data).items():
+        if only and set_name not in only:
+            continue
         crops, missing = [], 0
         for photo in photos:
             image = cv2.imread(str(photo.path), cv2.IMREAD_COLOR)
@@ -164,9 +169,8 @@ def evaluate_face_sets(model_path: str | Path, data: str | Path, out_dir: str | 
 def evaluate_audio_arrays(y: np.ndarray, probs: np.ndarray, out_dir: str | Path, title: str,
                           extra_notes: list[str] | None = None) -> dict:
     """8-class and 7-class (calm merged into neutral) metrics of audio predictions."""
-    from multimodal.audio import to_project_labels
     eight = classification_metrics(y, probs, SPEECH_LABELS)
-    y7 = np.array([EMOTIONS.index("neutral" if SPEECH_LABELS[i] == "calm" else SPEECH_LABELS[i]) for i in y])
+    y7 = np.array([EMOTIONS.index(project_label(SPEECH_LABELS[i])) for i in y])
     p7 = to_project_labels(np.asarray(probs, dtype=np.float64), SPEECH_LABELS)
     seven = classification_metrics(y7, p7, EMOTIONS)
     notes = [f"{len(y)} utterances, speaker-independent (no test actor seen in training or selection)",
@@ -191,13 +195,6 @@ def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path
     Returns ``{corpus: summary}`` with the metrics of
     :func:`evaluate_audio_arrays` plus ``n`` and ``no_evidence``.
     """
-    from multimodal.audio import (
-        AudioModel,
-        load_audio,
-        recording_distribution,
-        rms_dbfs,
-    )
-    from multimodal.speech import SpeechDetector
     model, speech = AudioModel(model_path), SpeechDetector()
     labels = model.card.labels
     by_corpus: dict[str, tuple[list, list, list]] = {}
@@ -234,8 +231,6 @@ def evaluate_audio_model(model_path: str | Path, data: list[Path], out_dir: str 
     (:data:`training.speech_datasets.EMODB_FOLDS`). Returns ``{corpus: summary}``;
     each summary also has ``ms_per_segment``.
     """
-    from multimodal.audio import AudioModel, load_audio
-    from training.speech_datasets import RAVDESS_FOLDS, load_speech_corpus
     items = [u for u in load_speech_corpus(*data) if u.fold == test_fold]
     if not items:
         raise FileNotFoundError(f"{', '.join(map(str, data))}: no RAVDESS or EmoDB files of fold {test_fold}")

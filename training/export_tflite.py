@@ -20,6 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from multimodal.audio import features_from_card, load_audio, mfcc_features
+from multimodal.errors import ModelError, MultimodalError
+from multimodal.models import ModelCard, TFLiteModel, card_path, load_keras_model, read_card, write_card
+from training.fer2013 import load_fer2013
+from training.speech_datasets import load_ravdess
+
 
 def keras_to_tflite(keras_path: Path, out: Path) -> None:
     """Convert through a SavedModel; dynamic dimensions (batch, audio length) stay dynamic."""
@@ -41,16 +47,12 @@ def check_inputs(card: dict, fer: Path | None, ravdess: Path | None, seed: int =
     if card["kind"] == "visual":
         size = int(card["input"]["shape"][0])
         if fer:
-            from training.fer2013 import load_fer2013
             x, _ = load_fer2013(fer, "PrivateTest")
             x = x[..., None].astype(np.float32)
             return [x[i:i + 256] for i in range(0, len(x), 256)], f"FER2013 PrivateTest ({len(x)} faces)"
         return [rng.uniform(0, 255, (64, size, size, 1)).astype(np.float32)], "64 random images"
-    from multimodal.audio import features_from_card, load_audio, mfcc_features
-    from multimodal.models import ModelCard
     feat = features_from_card(ModelCard(Path(card["file"]), "audio", tuple(card["labels"]), card["sha256"], card))
     if ravdess:
-        from training.speech_datasets import load_ravdess
         fold = int(card.get("training", {}).get("test_fold", 0))
         items = [u for u in load_ravdess(ravdess) if u.fold == fold]
         # Each utterance whole, as analyze scores segments of any length.
@@ -61,13 +63,7 @@ def check_inputs(card: dict, fer: Path | None, ravdess: Path | None, seed: int =
 
 
 def export(keras_path: Path, fer: Path | None = None, ravdess: Path | None = None, max_diff: float = 1e-4) -> str:
-    from multimodal.models import (
-        TFLiteModel,
-        card_path,
-        load_keras_model,
-        read_card,
-        write_card,
-    )
+    """Export ``keras_path`` to TFLite beside it, check it on ``fer``/``ravdess`` data, write its card."""
     card_data = json.loads(card_path(keras_path).read_text())
     card = read_card(keras_path, card_data["kind"])
     out = keras_path.with_suffix(".tflite")
@@ -82,7 +78,7 @@ def export(keras_path: Path, fer: Path | None = None, ravdess: Path | None = Non
         n += len(x)
     if diff > max_diff or same != n:
         out.unlink()
-        raise SystemExit(f"{out.name}: export differs from {keras_path.name} (max difference {diff:.2e}, "
+        raise ModelError(f"{out.name}: export differs from {keras_path.name} (max difference {diff:.2e}, "
                          f"{n - same} of {n} top classes changed); not written")
     fields = {k: v for k, v in card_data.items() if k not in ("kind", "file", "labels", "sha256", "size_bytes")}
     fields["exported_from"] = {"file": keras_path.name, "sha256": card.sha256,
@@ -92,13 +88,18 @@ def export(keras_path: Path, fer: Path | None = None, ravdess: Path | None = Non
 
 
 def main(argv=None) -> int:
+    """Command line of the export; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", type=Path, help="a .keras model with its card")
     p.add_argument("--fer", type=Path, help="FER2013, to check a visual model on PrivateTest")
     p.add_argument("--ravdess", type=Path, help="RAVDESS speech, to check an audio model on its test fold")
     p.add_argument("--max-diff", type=float, default=1e-4)
     a = p.parse_args(argv)
-    print(export(a.model, a.fer, a.ravdess, a.max_diff))
+    try:
+        print(export(a.model, a.fer, a.ravdess, a.max_diff))
+    except MultimodalError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     return 0
 
 

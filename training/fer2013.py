@@ -16,11 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from multimodal.atomic import atomic_path
 from multimodal.config import EMOTIONS
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
-_FOLDER_NAMES = {"angry": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy",
-                 "sad": "sad", "surprise": "surprise", "neutral": "neutral"}
 
 
 def _check_split(split: str) -> None:
@@ -56,7 +55,7 @@ def load_fer2013_folders(root: str | Path, split: str) -> tuple[np.ndarray, np.n
         raise FileNotFoundError(f"{sub}: no such folder (expected FER2013 train/ and test/)")
     images, labels = [], []
     for label, name in enumerate(EMOTIONS):
-        folder = sub / _FOLDER_NAMES[name]
+        folder = sub / name  # the folders are named as EMOTIONS
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: missing emotion folder")
         for file in sorted(folder.iterdir()):
@@ -99,9 +98,8 @@ def load_fer2013(path: str | Path, split: str, cache_dir: str | Path | None = No
         x, y = load_fer2013_folders(path, split)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, x=x, y=y)
-        tmp.replace(cache)
+        with atomic_path(cache) as tmp:
+            np.savez(tmp, x=x, y=y)
     return x, y
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,9 +20,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from multimodal.atomic import atomic_path, write_json_atomic
+from multimodal.models import card_path
+
 
 @dataclass
 class RunState:
+    """Where a training run stands; saved after every epoch so the run can resume."""
     epoch: int = 0  # epochs completed
     best_metric: float = -math.inf
     best_epoch: int = -1
@@ -45,9 +48,9 @@ def setup_logging(out_dir: Path, name: str) -> logging.Logger:
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    """Save ``model`` (with optimizer state) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def export_model(source: Path, target: Path) -> None:
@@ -56,22 +59,14 @@ def export_model(source: Path, target: Path) -> None:
     Any card beside ``target`` described the previous file, so it is removed;
     the caller writes the new one.
     """
-    from multimodal.models import card_path
     model = keras.saving.load_model(source, compile=False, safe_mode=True)
     card_path(target).unlink(missing_ok=True)
     save_model_atomic(model, target)
 
 
-def _write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], object],
-                  validation: tuple[np.ndarray, np.ndarray], out_dir: Path, *, epochs: int,
-                  patience: int, resume: bool, log: logging.Logger,
-                  batch_size: int = 128) -> tuple[keras.Model, RunState]:
+                  validation: tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path, *, epochs: int,
+                  patience: int, resume: bool, log: logging.Logger) -> tuple[keras.Model, RunState]:
     """Train epoch by epoch with checkpoints and early stopping on validation accuracy.
 
     Parameters
@@ -79,7 +74,10 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
     build : returns a freshly compiled model (used when not resuming)
     train_data : ``epoch -> tf.data.Dataset``; seeding it by epoch makes a
         resumed run see the same data order it would have seen
-    validation : ``(x, y)`` arrays for early stopping
+    validation : ``(x, y)`` arrays for early stopping, or ``{name: (x, y)}``
+        for several validation sets; the selection metric ``val_accuracy`` is
+        then the mean of their accuracies, so a small set counts as much as a
+        large one
     Returns the best model (by validation accuracy) and the final state.
     """
     ckpt = out_dir / "checkpoints"
@@ -95,16 +93,20 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
             log.info("nothing to resume in %s; starting afresh", ckpt)
         model, state = build(), RunState()
     verbose = 1 if sys.stderr.isatty() else 2
-    x_val, y_val = validation
+    sets = validation if isinstance(validation, dict) else {"": validation}
     while state.epoch < epochs and state.stale_epochs < patience:
         started = time.time()
         hist = model.fit(train_data(state.epoch), epochs=state.epoch + 1, initial_epoch=state.epoch,
                          verbose=verbose)
-        val = model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
+        val = {}
+        for name, (x_val, y_val) in sets.items():
+            scores = model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
+            val.update({f"val_{name + '_' if name else ''}{k}": float(v) for k, v in scores.items()})
+        if "" not in sets:
+            val["val_accuracy"] = float(np.mean([val[f"val_{name}_accuracy"] for name in sets]))
         state.epoch += 1
         record = {"epoch": state.epoch, "seconds": round(time.time() - started, 1),
-                  **{k: float(v[-1]) for k, v in hist.history.items()},
-                  **{f"val_{k}": float(v) for k, v in val.items()}}
+                  **{k: float(v[-1]) for k, v in hist.history.items()}, **val}
         state.history.append(record)
         if record["val_accuracy"] > state.best_metric:
             state.best_metric, state.best_epoch, state.stale_epochs = record["val_accuracy"], state.epoch, 0
@@ -112,7 +114,7 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
         else:
             state.stale_epochs += 1
         save_model_atomic(model, last)
-        _write_json_atomic(asdict(state), state_file)
+        write_json_atomic(state_file, asdict(state))
         log.info("epoch %d/%d %s", state.epoch, epochs,
                  " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
     if state.stale_epochs >= patience:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+from multimodal.atomic import atomic_path, write_text_atomic
 
 
 def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
@@ -24,6 +25,7 @@ def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15)
 
 
 def cross_entropy(y: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true labels, probabilities clipped at 1e-7."""
     p = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
     return float(-np.mean(np.log(p)))
 
@@ -84,18 +86,10 @@ def plot_confusion(cm, labels, path: str | Path, title: str) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def metrics_markdown(m: dict) -> str:

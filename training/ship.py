@@ -19,11 +19,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from multimodal.models import card_path, write_card
+from training.export_tflite import export
+from training.loop import export_model
+
 
 def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict | None = None,
          fer: Path | None = None, ravdess: Path | None = None) -> str:
-    from multimodal.models import card_path, write_card
-    from training.loop import export_model
+    """Copy a run's model into ``models/`` with its card and report, and export it to TFLite."""
     card = json.loads(card_path(run / "model.keras").read_text())
     new = card["metrics"][metric]
     if target.exists() and card_path(target).exists() and not force:
@@ -41,11 +44,11 @@ def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict 
         main = next(iter(sorted(reports.rglob("report.md"), key=lambda p: len(p.parts))), reports / "report.md")
         fields["report"] = str(main.relative_to(target.parent))
     write_card(target, card["kind"], card["labels"], **fields)
-    from training.export_tflite import export
     return f"shipped {target.name}: {metric} {new:.4f}; {export(target, fer, ravdess)}"
 
 
 def main(argv=None) -> int:
+    """Command line of :func:`ship`; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path)
     p.add_argument("target", type=Path)

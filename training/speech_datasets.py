@@ -35,6 +35,7 @@ EMODB_FOLDS: tuple[tuple[int, ...], ...] = ((3, 8), (9, 10), (11, 12), (13, 14),
 
 @dataclass(frozen=True)
 class Utterance:
+    """One labelled recording of a speech corpus."""
     path: Path
     label: str  # one of SPEECH_LABELS
     speaker: str  # "ravdess-02", "tess-OAF", "emodb-03"
@@ -42,6 +43,7 @@ class Utterance:
 
     @property
     def corpus(self) -> str:
+        """Which corpus the recording belongs to (``ravdess``, ``tess``, ``emodb``)."""
         return self.speaker.split("-", 1)[0]
 
 
@@ -56,6 +58,7 @@ def parse_ravdess_name(name: str) -> dict | None:
 
 
 def ravdess_fold(actor: int) -> int:
+    """The speaker-independent fold (0-4) of a RAVDESS actor."""
     for i, actors in enumerate(RAVDESS_FOLDS):
         if actor in actors:
             return i

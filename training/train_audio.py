@@ -15,14 +15,22 @@ import hashlib
 import json
 import platform
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from multimodal.atomic import atomic_path, write_text_atomic
+from multimodal.audio import center_crop_or_pad, load_audio, mfcc_features
 from multimodal.config import AudioFeatureConfig
+from multimodal.models import write_card
+from training.audio_models import cnn1d
+from training.config import AudioTrainConfig, AugmentConfig
 from training.evaluate import evaluate_recordings
+from training.loop import export_model, fit_resumable, setup_logging
 from training.speech_datasets import (
+    EMODB_FOLDS,
     RAVDESS_FOLDS,
     SPEECH_LABELS,
     Utterance,
@@ -30,32 +38,6 @@ from training.speech_datasets import (
 )
 
 CLIP_SECONDS = 4.0  # each utterance is stored centred in a clip this long
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    copies: int = 3  # augmented copies per training utterance
-    speed: tuple[float, float] = (0.9, 1.1)  # resampling factor (tempo and pitch)
-    gain_db: tuple[float, float] = (-6.0, 6.0)
-    snr_db: tuple[float, float] = (10.0, 35.0)  # additive white noise
-    shift_seconds: float = 0.3
-
-
-@dataclass(frozen=True)
-class AudioTrainConfig:
-    data: tuple[Path, ...]  # folders holding RAVDESS, TESS and/or EmoDB
-    out: Path
-    test_fold: int = 0
-    val_fold: int | None = None  # default: the fold after the test fold
-    epochs: int = 60
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    patience: int = 12
-    seed: int = 1
-    resume: bool = False
-    cache_dir: Path | None = None
-    features: AudioFeatureConfig = AudioFeatureConfig()
-    augment: AugmentConfig = AugmentConfig()
 
 
 def augment_waveform(y: np.ndarray, sr: int, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -78,9 +60,7 @@ def compute_features(items: list[Utterance], feat: AudioFeatureConfig, aug: Augm
     is the original. The cache key covers the feature and augmentation
     parameters, the seed and the files (path, size, mtime).
     """
-    from tqdm import tqdm
 
-    from multimodal.audio import fix_length, load_audio, mfcc_features
     key_src = json.dumps([asdict(feat), asdict(aug), seed, CLIP_SECONDS,
                           [(str(u.path.resolve()), u.path.stat().st_size, u.path.stat().st_mtime_ns) for u in items]])
     key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
@@ -88,25 +68,25 @@ def compute_features(items: list[Utterance], feat: AudioFeatureConfig, aug: Augm
     if cache is not None and cache.exists():
         return np.load(cache)
     n = int(CLIP_SECONDS * feat.sample_rate)
-    out = None
+    out = np.zeros(0, np.float16)
     for i, u in enumerate(tqdm(items, desc="features", unit="file", disable=None)):
         rng = np.random.default_rng([seed, i])
         y = load_audio(u.path, feat.sample_rate)
-        versions = [fix_length(y, n)] + [fix_length(augment_waveform(y, feat.sample_rate, rng, aug), n)
+        versions = [center_crop_or_pad(y, n)] + [center_crop_or_pad(augment_waveform(y, feat.sample_rate, rng, aug), n)
                                          for _ in range(aug.copies)]
         f = np.stack([mfcc_features(v, feat) for v in versions]).astype(np.float16)
-        if out is None:
+        if i == 0:
             out = np.zeros((len(items),) + f.shape, np.float16)
         out[i] = f
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, out)
-        tmp.replace(cache)
+        with atomic_path(cache) as tmp:
+            np.save(tmp, out)
     return out
 
 
 def window_frames(feat: AudioFeatureConfig) -> int:
+    """Feature frames in one training window."""
     return int(round(feat.window_seconds * feat.sample_rate / feat.hop_length))
 
 
@@ -123,6 +103,7 @@ def random_windows(x: np.ndarray, frames: int, rng: np.random.Generator) -> np.n
 
 
 def split_indices(items: list[Utterance], test_fold: int, val_fold: int):
+    """Indices of the training, validation and test utterances of ``cfg``'s folds."""
     test = [i for i, u in enumerate(items) if u.fold == test_fold]
     val = [i for i, u in enumerate(items) if u.fold == val_fold]
     train = [i for i, u in enumerate(items) if u.fold not in (test_fold, val_fold)]
@@ -134,9 +115,6 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     import keras
     import tensorflow as tf
 
-    from multimodal.models import write_card
-    from training.audio_models import cnn1d
-    from training.loop import export_model, fit_resumable, setup_logging
 
     out = Path(cfg.out)
     log = setup_logging(out, "train_audio")
@@ -211,7 +189,6 @@ def _headline(r: dict) -> dict:
 
 def split_name(corpus: str, fold: int) -> str:
     """How a test split is named in cards and reports."""
-    from training.speech_datasets import EMODB_FOLDS
     if corpus == "emodb":
         return f"EmoDB speakers {', '.join(f'{s:02d}' for s in EMODB_FOLDS[fold])} (held out)"
     return f"RAVDESS fold {fold}, actors {', '.join(map(str, RAVDESS_FOLDS[fold]))} (held out)"
@@ -219,7 +196,6 @@ def split_name(corpus: str, fold: int) -> str:
 
 def cross_validate(cfg: AudioTrainConfig) -> dict:
     """Train one model per RAVDESS test fold; mean and standard deviation of the metrics."""
-    from training.metrics import write_text_atomic
     results = []
     for fold in range(len(RAVDESS_FOLDS)):
         sub = AudioTrainConfig(**{**cfg.__dict__, "test_fold": fold, "val_fold": None,
@@ -227,7 +203,7 @@ def cross_validate(cfg: AudioTrainConfig) -> dict:
                                   "cache_dir": cfg.cache_dir or Path(cfg.out) / "cache"})
         results.append(train_audio(sub))
     keys = ("accuracy_8class", "accuracy_7class", "macro_f1", "uar")
-    summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results])),
+    summary: dict[str, dict] = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results])),
                    "per_fold": [r[k] for r in results]} for k in keys}
     summary["no_evidence"] = {"mean": float(np.mean([r["no_evidence"] for r in results])), "std": 0.0,
                               "per_fold": [r["no_evidence"] for r in results]}

@@ -1,0 +1,75 @@
+"""Options of the training commands, one frozen dataclass per command.
+
+Kept apart from the training code (which imports Keras) so that the command
+line can read its defaults from here without importing anything heavy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from multimodal.config import AudioFeatureConfig
+
+AUGMENTATIONS = {
+    "basic": "horizontal flip, rotation +-10 deg, shift +-10%, zoom +-10%",
+    "video": "horizontal flip, rotation +-15 deg, shift +-10%, zoom +-15% (box jitter), down- and up-scaling "
+             "to 14-40 px, Gaussian noise, JPEG quality 15-60, gamma 0.6-1.6, contrast and brightness, "
+             "a random occluding rectangle",
+}
+
+
+@dataclass(frozen=True)
+class VisualTrainConfig:
+    """Options of ``multimodal train visual`` (see :func:`training.train_visual.train_visual`)."""
+
+    data: Path
+    out: Path
+    backbone: str = "compact"
+    epochs: int = 50  # the shipped compact model: 50 epochs, patience 12
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    patience: int = 12
+    seed: int = 1
+    weights: str | None = None  # inception_resnet_v2 only
+    resume: bool = False
+    limit: int | None = None  # use only the first N training images (smoke tests)
+    cache_dir: Path | None = None
+    faces: Path | None = None  # a folder of face sets (see training.face_sets) to train on as well
+    hold_out: tuple[str, ...] = ()  # face sets never trained on nor selected on: the cross-dataset test
+    init: Path | None = None  # start from this model's weights instead of at random
+    augment: str = "basic"  # a key of AUGMENTATIONS
+    label_smoothing: float = 0.0
+    fer_per_epoch: int | None = None  # FER2013 images drawn per epoch (None: all)
+    faces_repeat: int = 2  # how often each face-set photo is seen per epoch
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Waveform augmentation of the audio training set."""
+
+    copies: int = 3  # augmented copies per training utterance
+    speed: tuple[float, float] = (0.9, 1.1)  # resampling factor (tempo and pitch)
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+    snr_db: tuple[float, float] = (10.0, 35.0)  # additive white noise
+    shift_seconds: float = 0.3
+
+
+@dataclass(frozen=True)
+class AudioTrainConfig:
+    """Options of ``multimodal train audio`` (see :func:`training.train_audio.train_audio`)."""
+
+    data: tuple[Path, ...]  # folders holding RAVDESS, TESS and/or EmoDB
+    out: Path
+    test_fold: int = 0
+    val_fold: int | None = None  # default: the fold after the test fold
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    patience: int = 12
+    seed: int = 1
+    resume: bool = False
+    cache_dir: Path | None = None
+    features: AudioFeatureConfig = AudioFeatureConfig()
+    augment: AugmentConfig = AugmentConfig()
