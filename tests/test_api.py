@@ -150,3 +150,16 @@ def test_missing_photo_is_an_input_error(tiny_models, tmp_path, capsys):
     assert main(["analyze", str(bad), "-o", str(tmp_path / "out"), "--quiet",
                  "--visual-model", str(tiny_models["visual"])]) == EXIT_INPUT
     assert "broken.png: not an image OpenCV can read" in capsys.readouterr().err
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    code = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "data").symlink_to(root / "data")
+    monkeypatch.chdir(tmp_path)  # the example writes results/ where it runs
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "results" / "demo-api" / "segments.csv").exists()
+    assert "Result('demo.mp4'" in capsys.readouterr().out
