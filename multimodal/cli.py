@@ -15,6 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from multimodal import __version__
+from multimodal.batch import Job, default_jobs
 from multimodal.config import MEDIA_EXTENSIONS, AnalyzeConfig
 from multimodal.errors import (
     EXIT_FAILED,
@@ -105,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--annotate", action="store_true",
                    help="also write annotated.mp4: boxes, person ids and labels drawn on the video")
     a.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    a.add_argument("--jobs", "-j", type=_positive(int), default=default_jobs(),
+                   help="inputs analysed at once, each in its own process (%(default)s here: one per two cores)")
+    a.add_argument("--skip-existing", action="store_true",
+                   help="leave inputs whose complete results are already in OUTDIR (resume a batch)")
+    a.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="'ray' runs the --jobs workers as Ray actors (pip install -e \".[ray]\")")
+    a.add_argument("--address", default=None,
+                   help="with --engine ray: the cluster to join (default: start Ray on this machine)")
     a.add_argument("--force", action="store_true", help="replace existing results")
 
     t = sub.add_parser("train", help="train a model")
@@ -208,16 +217,8 @@ def _say(msg: str) -> None:
 
 
 def cmd_analyze(args) -> int:
-    """``analyze``: every input in turn; a failed file is reported and the batch goes on."""
-    from multimodal.pipeline import Analyzer
-    from multimodal.report import (
-        check_writable,
-        ensure_output_dir,
-        output_dir_for,
-        summary_text,
-        write_analysis,
-        write_stream,
-    )
+    """``analyze``: every input in turn or in parallel; a failed file is reported and the batch goes on."""
+    from multimodal.report import ensure_output_dir, output_dir_for
     to_stdout = str(args.out) == "-"
     cfg = config_from_args(AnalyzeConfig, args, quiet=args.quiet or to_stdout)
     files, errors = collect_inputs(args.inputs)
@@ -225,51 +226,98 @@ def cmd_analyze(args) -> int:
         _say(f"error: {msg}")
     if not files:
         return EXIT_INPUT
-    out_root = args.out
-    if not to_stdout:
-        ensure_output_dir(out_root)
-    if not args.no_pictures and not to_stdout:
+    if to_stdout:
+        return _analyze_to_stdout(cfg, files, args.format, len(errors))
+    ensure_output_dir(args.out)
+    if not args.no_pictures:
         # Importing matplotlib takes over half a second: do it while the first file is analysed.
         from multimodal.plots import import_pyplot
         threading.Thread(target=import_pyplot, daemon=True).start()
-    analyzer = Analyzer(cfg)
     taken: set[str] = set()
-    failures: list[int] = [EXIT_INPUT] * len(errors)
-    done = 0
-    for path in files:
-        target = None if to_stdout else output_dir_for(out_root, path, taken)
-        try:
-            if target is not None:
-                check_writable(target, cfg.force)
-            result = analyzer.analyze(path)
-            for w in result.warnings:
-                _say(f"warning: {w}")
-            if args.annotate and not result.info.has_video:
-                _say(f"warning: {path.name}: --annotate needs video or a photo; nothing drawn for audio")
-            if target is None:
-                write_stream(result, args.format, sys.stdout, header=done == 0)
-                done += 1
-                continue
-            write_analysis(result, target, force=cfg.force, pictures=not args.no_pictures,
-                           annotate=args.annotate)
-            done += 1
-            if not cfg.quiet:
-                print(summary_text(result, target), flush=True)
-        except ModelError:
-            raise  # every later file would fail the same way
-        except MultimodalError as err:
-            _say(f"error: {err}")
-            failures.append(err.exit_code)
-        except Exception as err:  # a bug met on one file must not stop the batch
-            _say(f"error: {path}: unexpected {type(err).__name__}: {_first_line(err)} (please report this)")
-            failures.append(EXIT_FAILED)
+    jobs = [Job(path, output_dir_for(args.out, path, taken)) for path in files]
+    return _run_batch(cfg, jobs, errors, args)
+
+
+def _run_batch(cfg: AnalyzeConfig, jobs: list, input_errors: list[str], args) -> int:
+    """Run ``jobs`` on the chosen engine, keeping ``OUT/batch.csv`` current; returns the exit code."""
+    from multimodal.batch import (
+        ENGINES,
+        WriteOptions,
+        is_complete,
+        model_error,
+        read_batch_csv,
+        run_serial,
+        write_batch_csv,
+    )
+    index = args.out / "batch.csv"
+    earlier = read_batch_csv(index)
+    rows: dict[str, dict] = {str(j.source): {"input": str(j.source), "output": str(j.target), "status": "pending"}
+                             for j in jobs}
+    rows.update({msg: {"input": msg.split(": ")[0], "status": "failed", "error": msg, "exit_code": EXIT_INPUT}
+                 for msg in input_errors})
+    todo = []
+    for job in jobs:
+        if args.skip_existing and is_complete(job.target):
+            before = earlier.get(str(job.source), {})
+            rows[str(job.source)] = {**before, **rows[str(job.source)],
+                                     "status": "done" if before.get("status") == "done" else "skipped"}
+        else:
+            todo.append(job)
+    if len(todo) < len(jobs) and not cfg.quiet:
+        _say(f"{len(jobs) - len(todo)} of {len(jobs)} inputs already have results; analysing the other {len(todo)}")
+    write = WriteOptions(force=cfg.force, pictures=not args.no_pictures, annotate=args.annotate)
+    workers = max(1, min(args.jobs, len(todo)))
+    if args.engine == "ray":
+        results = ENGINES["ray"](cfg, todo, write, workers, args.address)
+    elif workers > 1:
+        results = ENGINES["local"](cfg, todo, write, workers)
+    else:
+        results = run_serial(cfg, todo, write)
+    write_batch_csv(index, list(rows.values()))
+    for row in results:
+        rows[row["input"]] = row
+        write_batch_csv(index, list(rows.values()))
+        for w in row["warnings"]:
+            _say(f"warning: {w}")
+        if row["status"] == "failed":
+            _say(f"error: {row['error']}")
+            if model_error(row):  # every later file would fail the same way
+                raise ModelError(row["error"])
+        elif not cfg.quiet:
+            print(row["summary"], flush=True)
+    failures = [int(r["exit_code"]) for r in rows.values() if r["status"] == "failed"]
+    done = sum(r["status"] in ("done", "skipped") for r in rows.values())
     if not failures:
         return EXIT_OK
     if len(failures) == 1 and done == 0:
         return failures[0]
     if not cfg.quiet:
-        _say(f"{done} of {done + len(failures)} inputs analysed, {len(failures)} failed")
+        _say(f"{done} of {done + len(failures)} inputs analysed, {len(failures)} failed; see {index}")
     return EXIT_FAILED
+
+
+def _analyze_to_stdout(cfg: AnalyzeConfig, files: list[Path], fmt: str, input_errors: int) -> int:
+    """``-o -``: results as text on stdout, one input after another, nothing written to disk."""
+    from multimodal.pipeline import Analyzer
+    from multimodal.report import write_stream
+    analyzer = Analyzer(cfg)
+    failures: list[int] = [EXIT_INPUT] * input_errors
+    done = 0
+    for path in files:
+        try:
+            result = analyzer.analyze(path)
+            for w in result.warnings:
+                _say(f"warning: {w}")
+            write_stream(result, fmt, sys.stdout, header=done == 0)
+            done += 1
+        except ModelError:
+            raise
+        except MultimodalError as err:
+            _say(f"error: {err}")
+            failures.append(err.exit_code)
+    if not failures:
+        return EXIT_OK
+    return failures[0] if len(failures) == 1 and done == 0 else EXIT_FAILED
 
 
 def cmd_train(args) -> int:

@@ -129,7 +129,7 @@ def test_text_fixes(tiny_models, face_video, tmp_path, capsys):
     (other / "face.mp4").write_bytes(face_video.read_bytes())
     assert main(["analyze", str(face_video), str(other / "face.mp4"), "-o", str(tmp_path / "out"), "--no-pictures",
                  "--visual-model", str(tiny_models["visual"]), "--audio-model", str(tiny_models["audio"])]) == EXIT_OK
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face", "face_2"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["batch.csv", "face", "face_2"]
     printed = capsys.readouterr().out
     assert "3 segments" in printed and "1 person seen" in printed
     tracks = json.loads((tmp_path / "out" / "face" / "analysis.json").read_text())["tracks"]
