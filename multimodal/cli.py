@@ -16,7 +16,7 @@ from pathlib import Path
 
 from multimodal import __version__
 from multimodal.batch import Job, default_jobs
-from multimodal.config import MEDIA_EXTENSIONS, AnalyzeConfig
+from multimodal.config import MEDIA_EXTENSIONS, AnalyzeConfig, LiveConfig
 from multimodal.errors import (
     EXIT_FAILED,
     EXIT_INPUT,
@@ -115,6 +115,35 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--address", default=None,
                    help="with --engine ray: the cluster to join (default: start Ray on this machine)")
     a.add_argument("--force", action="store_true", help="replace existing results")
+
+    lv = sub.add_parser(
+        "live", help="emotions from a webcam or a stream as they happen, one JSON line per segment",
+        description="Follow a webcam, a stream or a file played at its own pace; every --hop seconds print "
+                    "the last --segment seconds as one JSON line (the columns of segments.csv, plus wall_time "
+                    "and source). Ctrl-C or the end of the stream stops, after the last segment.",
+        epilog="examples:\n  multimodal live 0                               the first webcam\n"
+               "  multimodal live rtsp://camera.local/stream -o live\n"
+               "  multimodal live talk.mp4 --realtime --verbose   a file at its own pace\n\n"
+               "exit codes: 0 stopped (end of stream or Ctrl-C), 2 bad options or no display for --show,\n"
+               "3 the source cannot be opened or a stream stayed down, 4 a model file is bad",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    lv.add_argument("source", metavar="SOURCE", help="webcam index (0), device path, stream URL "
+                    "(rtsp://, http://, udp://...) or media file")
+    lv.add_argument("-o", "--out", type=Path, default=None, help="also append the rows to OUTDIR/segments.jsonl")
+    ld = LiveConfig("")
+    lv.add_argument("--fps", type=_positive(float), default=defaults.fps, help="frames analysed per second (%(default)s)")
+    lv.add_argument("--segment", type=_positive(float), default=defaults.segment,
+                    help="seconds each emitted result covers (%(default)s)")
+    lv.add_argument("--hop", type=_positive(float), default=ld.hop, help="seconds between results (%(default)s)")
+    lv.add_argument("--realtime", action="store_true", help="play a file at its own pace, as a camera delivers")
+    lv.add_argument("--show", action="store_true", help="a window with boxes, labels and the fused result")
+    lv.add_argument("--verbose", "-v", action="store_true", help="delays and dropped frames on stderr")
+    lv.add_argument("--retries", type=int, default=ld.retries, help="reconnections to a stream that drops")
+    lv.add_argument("--fusion", choices=sorted(STRATEGIES), default=defaults.fusion)
+    lv.add_argument("--visual-model", type=Path, default=defaults.visual_model)
+    lv.add_argument("--audio-model", type=Path, default=defaults.audio_model)
+    lv.add_argument("--max-faces", type=_positive(int), default=defaults.max_faces)
+    lv.add_argument("--min-speech", type=_positive(float), default=defaults.min_speech)
 
     t = sub.add_parser("train", help="train a model")
     tsub = t.add_subparsers(dest="modality", required=True, metavar="MODALITY")
@@ -320,6 +349,16 @@ def _analyze_to_stdout(cfg: AnalyzeConfig, files: list[Path], fmt: str, input_er
     return failures[0] if len(failures) == 1 and done == 0 else EXIT_FAILED
 
 
+def cmd_live(args) -> int:
+    """``live``: follow a source, one JSON line per segment on stdout, status on stderr."""
+    from multimodal.live import jsonl_sink, run_live
+    cfg = LiveConfig(source=args.source, analysis=config_from_args(AnalyzeConfig, args, quiet=True),
+                     hop=args.hop, realtime=args.realtime, out=args.out, show=args.show, verbose=args.verbose,
+                     retries=args.retries)
+    run_live(cfg, jsonl_sink(args.out), _say)
+    return EXIT_OK
+
+
 def cmd_train(args) -> int:
     """``train visual|audio``: one run into ``--out`` (refused if a run is there, unless resumed or forced)."""
     if args.out.exists() and any(args.out.iterdir()) and not (args.resume or args.force):
@@ -401,10 +440,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
-    handlers = {"analyze": cmd_analyze, "train": cmd_train, "evaluate": cmd_evaluate,
+    handlers = {"analyze": cmd_analyze, "live": cmd_live, "train": cmd_train, "evaluate": cmd_evaluate,
                 "compare-fusion": cmd_compare_fusion}
     try:
-        if args.command != "analyze":  # analyze imports Keras only if it needs a model
+        if args.command not in ("analyze", "live"):  # these import Keras only if a model needs it
             from multimodal.models import import_keras
             import_keras()
         return handlers[args.command](args)

@@ -91,3 +91,17 @@ class AnalyzeConfig:
 def config_dict(cfg) -> dict:
     """A configuration dataclass as JSON-ready values (paths as strings), for the record."""
     return {f.name: str(v) if isinstance(v := getattr(cfg, f.name), Path) else v for f in fields(cfg)}
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Options of ``multimodal live``; the analysis options are ``analysis``."""
+
+    source: str  # webcam index ("0"), device path, stream URL, or file
+    analysis: AnalyzeConfig = AnalyzeConfig()
+    hop: float = 1.0  # seconds of stream between emitted segments
+    realtime: bool = False  # play a file at its own pace (as a camera would deliver it)
+    out: Path | None = None  # also append the rows to OUT/segments.jsonl
+    show: bool = False  # a window with boxes and labels
+    verbose: bool = False  # delays and dropped frames on stderr
+    retries: int = 3  # reconnections to a stream that drops

@@ -24,7 +24,7 @@ from multimodal.aggregate import label_runs, valence
 from multimodal.config import EMOTIONS, SCHEMA_VERSION, config_dict
 from multimodal.errors import OutputError
 from multimodal.formatting import mmss, plural
-from multimodal.results import Analysis
+from multimodal.results import Analysis, Segment
 
 SEGMENT_COLUMNS = (["segment", "start", "end", "frames", "faces", "people", "modalities", "label", "confidence",
                     "audio_dbfs", "speech"] + [f"{m}_{e}" for m in ("visual", "audio", "fused") for e in EMOTIONS]
@@ -40,21 +40,22 @@ def _r(x, nd=4):
 
 def segment_rows(a: Analysis) -> list[dict]:
     """One row per segment: the rows of ``segments.csv``."""
-    rows = []
-    for s in a.segments:
-        row = {"segment": s.index, "start": _r(s.start, 3), "end": _r(s.end, 3), "frames": s.frames,
-               "faces": s.faces, "people": s.tracks, "modalities": s.modalities, "label": s.label,
-               "confidence": _r(s.confidence), "audio_dbfs": _r(s.audio_dbfs, 1),
-               "speech": _r(s.speech, 3)}
-        for m, p in (("visual", s.visual), ("audio", s.audio), ("fused", s.fused)):
-            for j, e in enumerate(EMOTIONS):
-                row[f"{m}_{e}"] = None if p is None else _r(p[j])
-        for prefix, dist in (("valence", s.fused), ("group_valence", s.visual)):
-            v = valence(dist)
-            for k in ("positive", "negative", "neutral"):
-                row[f"{prefix}_{k}"] = None if v is None else _r(v[k])
-        rows.append(row)
-    return rows
+    return [segment_row(s) for s in a.segments]
+
+
+def segment_row(s: Segment) -> dict:
+    """One segment as a row of ``segments.csv`` (``None`` where a value is absent)."""
+    row = {"segment": s.index, "start": _r(s.start, 3), "end": _r(s.end, 3), "frames": s.frames,
+           "faces": s.faces, "people": s.tracks, "modalities": s.modalities, "label": s.label,
+           "confidence": _r(s.confidence), "audio_dbfs": _r(s.audio_dbfs, 1), "speech": _r(s.speech, 3)}
+    for m, p in (("visual", s.visual), ("audio", s.audio), ("fused", s.fused)):
+        for j, e in enumerate(EMOTIONS):
+            row[f"{m}_{e}"] = None if p is None else _r(p[j])
+    for prefix, dist in (("valence", s.fused), ("group_valence", s.visual)):
+        v = valence(dist)
+        for k in ("positive", "negative", "neutral"):
+            row[f"{prefix}_{k}"] = None if v is None else _r(v[k])
+    return row
 
 
 def face_rows(a: Analysis) -> list[dict]:
