@@ -157,7 +157,8 @@ def run_ray(cfg: AnalyzeConfig, jobs: list[Job], write: WriteOptions, workers: i
     except ImportError:
         from multimodal.errors import MissingDependencyError
         raise MissingDependencyError('--engine ray needs Ray: pip install -e ".[ray]"') from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
     @ray.remote(num_cpus=max(1, (os.cpu_count() or 2) // max(1, workers)) if address is None else 2)
@@ -168,9 +169,13 @@ def run_ray(cfg: AnalyzeConfig, jobs: list[Job], write: WriteOptions, workers: i
         def run(self, job, write):
             return _Worker.run(job, write)
 
-    pool = ActorPool([Analyst.remote(replace(cfg, quiet=True))  # type: ignore[attr-defined]
-                      for _ in range(workers)])
-    yield from pool.map_unordered(lambda actor, job: actor.run.remote(job, write), jobs)
+    try:
+        pool = ActorPool([Analyst.remote(replace(cfg, quiet=True))  # type: ignore[attr-defined]
+                          for _ in range(workers)])
+        yield from pool.map_unordered(lambda actor, job: actor.run.remote(job, write), jobs)
+    finally:
+        if started:  # leave a cluster we joined running, stop one we started
+            ray.shutdown()
 
 
 ENGINES: dict[str, Callable] = {"local": run_processes, "ray": run_ray}

@@ -111,6 +111,6 @@ def test_ray_engine_in_local_mode(tiny_models, clips, tmp_path):
     for i in (0, 1):
         shutil.copy(clips / f"clip{i}.mp4", two)
     assert analyze(tiny_models, two, "-o", tmp_path / "serial", "--jobs", "1") == EXIT_OK
-    assert analyze(tiny_models, two, "-o", tmp_path / "ray", "--engine", "ray", "--jobs", "2") == EXIT_OK
+    assert analyze(tiny_models, two, "-o", tmp_path / "ray", "--engine", "ray", "--jobs", "1") == EXIT_OK
     same_results(tmp_path / "serial", tmp_path / "ray", ["clip0", "clip1"])
     assert [r["status"] for r in batch_rows(tmp_path / "ray")] == ["done", "done"]
