@@ -71,7 +71,8 @@ def main() -> None:
           f"(the best setting above on {cores} cores):")
     for machines, machine_cores in ((1, cores), (10, 16), (100, 16)):
         seconds = hours / (best / cores * machine_cores * machines)
-        print(f"- {machines} machine{'s' * (machines > 1)} of {machine_cores} cores: {seconds / 86400:.1f} days")
+        took = f"{seconds / 86400:.1f} days" if seconds >= 2 * 86400 else f"{seconds / 3600:.1f} hours"
+        print(f"- {machines} machine{'s' * (machines > 1)} of {machine_cores} cores: {took}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
