@@ -152,7 +152,8 @@ class Analyzer:
         records = [FaceRecord(0.0, i + 1, face, p) for i, (face, p) in enumerate(zip(faces, probs))]
         segments = fuse(build_segments([(0.0, 0.0)], cfg.segment, [0.0], records, None), self.fusion)
         thumbnails = {r.track_id: [(1.0, 0.0, crop_faces(to_gray(rgb), [r.face], 96)[0])] for r in records}
-        models = {**self.video.models(), "fusion": {"strategy": self.fusion.name, "parameters": {}}}
+        models = {**self.video.models(),
+                  "fusion": {"strategy": self.fusion.name, "parameters": self.fusion.get_state()}}
         return Analysis(info, cfg, segments, records, models, [], time.perf_counter() - started, {}, thumbnails)
 
     def _timed_audio(self, info: MediaInfo, bounds: list[tuple[float, float]], stop: threading.Event
