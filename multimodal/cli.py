@@ -361,11 +361,17 @@ def cmd_live(args) -> int:
 
 def cmd_train(args) -> int:
     """``train visual|audio``: one run into ``--out`` (refused if a run is there, unless resumed or forced)."""
-    if args.out.exists() and any(args.out.iterdir()) and not (args.resume or args.force):
-        raise OutputError(f"{args.out}: a run is already there (--resume to continue it, --force to start afresh)")
-    if args.force and args.out.exists():
-        import shutil
-        shutil.rmtree(args.out)
+    if args.out.exists() and not args.out.is_dir():
+        raise OutputError(f"{args.out}: exists and is not a directory")
+    if args.out.exists() and any(args.out.iterdir()):
+        if not (args.resume or args.force):
+            raise OutputError(f"{args.out}: a run is already there (--resume to continue it, --force to start afresh)")
+        is_run = (args.out / "train.log").exists() or (args.out / "checkpoints").is_dir()
+        if args.force and not is_run:  # never delete a folder that is not a run
+            raise OutputError(f"{args.out}: not a training run folder; --force replaces only runs")
+        if args.force:
+            import shutil
+            shutil.rmtree(args.out)
     if args.modality == "visual":
         from training.config import VisualTrainConfig
         from training.train_visual import train_visual

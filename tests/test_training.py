@@ -100,9 +100,14 @@ def test_train_resume_and_evaluate_visual(fer_dirs, tmp_path, capsys):
     assert rep["sections"]["PrivateTest"]["n"] == 35 and "PrivateTest + flip averaging" in rep["sections"]
     assert rep["sections"]["PrivateTest"]["accuracy"] == pytest.approx(card["metrics"]["accuracy"])
     assert "accuracy" in capsys.readouterr().out
-    # A finished run is not overwritten unasked.
+    # A finished run is not overwritten unasked, and --force replaces only a run folder.
     assert main(args + ["--epochs", "1"]) == 5
     assert "already there" in capsys.readouterr().err
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    assert main(["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(keep), "--force"]) == 5
+    assert "not a training run folder" in capsys.readouterr().err and (keep / "notes.txt").exists()
     assert json.loads((run / "checkpoints" / "state.json").read_text())["epoch"] == 3
 
 
