@@ -168,12 +168,14 @@ class BlazeFaceDetector:
         views = [(0, 0, w, h)]
         if small and (w > self.tile_aspect * h or h > self.tile_aspect * w):
             views += _square_tiles(w, h)
-        per_view = [self._detect_view(rgb[y0:y0 + vh, x0:x0 + vw]) for x0, y0, vw, vh in views]
-        boxes, scores = _weighted_nms(np.concatenate([b + [x0, y0, x0, y0] for (b, _), (x0, y0, _, _)
-                                                      in zip(per_view, views)]),
-                                      np.concatenate([s for _, s in per_view]), 0.3)
+        boxes, scores = [], []
+        for x0, y0, vw, vh in views:
+            b, s = self._detect_view(rgb[y0:y0 + vh, x0:x0 + vw])
+            boxes.append(b + [x0, y0, x0, y0])
+            scores.append(s)
+        kept, kept_scores = _weighted_nms(np.concatenate(boxes), np.concatenate(scores), 0.3)
         faces = [_corrected(x1, y1, x2, y2, s, self.box_scale, self.box_shift)
-                 for (x1, y1, x2, y2), s in zip(boxes, scores)]
+                 for (x1, y1, x2, y2), s in zip(kept, kept_scores)]
         return [f for f in faces if f.w >= self.min_size]
 
     def _detect_view(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
