@@ -126,10 +126,11 @@ class VideoStage:
         cfg = self.cfg
         h, w = rgb.shape[:2]
         scale = min(1.0, cfg.detect_width / w)
-        small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) \
-            if scale < 1 else rgb
+        view = rgb if scale >= 1 else cv2.resize(rgb, (round(w * scale), round(h * scale)),
+                                                  interpolation=cv2.INTER_AREA)
         color = getattr(self.detector, "needs_color", False)
-        found = largest(self.detector.detect(small if color else to_gray(small), small=True), cfg.max_faces)
+        # small=True: a photo gets the full search (tiles for small faces) a video gets once a second.
+        found = largest(self.detector.detect(view if color else to_gray(view), small=True), cfg.max_faces)
         faces = [f.scaled(1 / scale) for f in found]
         return faces, crop_faces(to_gray(rgb), faces, self.visual.input_size)
 
