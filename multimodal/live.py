@@ -69,6 +69,9 @@ def open_source(cfg: LiveConfig) -> tuple[int, int, bool]:
     except subprocess.TimeoutExpired:
         raise InputError(f"{cfg.source}: no answer within 20 s") from None
     video = _VIDEO.search(proc.stderr)
+    if video is None and _AUDIO.search(proc.stderr):
+        raise InputError(f"{cfg.source}: has no video stream; live follows faces and voice together, "
+                         "so an audio-only source is not supported (analyze takes audio files)")
     if video is None:
         last = (proc.stderr.strip().splitlines() or ["no video stream"])[-1]
         raise InputError(f"{cfg.source}: cannot open ({last.strip()[:200]})")

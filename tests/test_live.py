@@ -86,6 +86,10 @@ def test_a_source_that_cannot_be_opened(tiny_models, tmp_path, capsys):
     bad.write_bytes(b"\x00" * 500)
     assert main(["live", str(bad)]) == EXIT_INPUT
     assert "cannot open" in capsys.readouterr().err
+    from tests.media import write_wav
+    voice = write_wav(tmp_path / "voice.wav", 2.0)
+    assert main(["live", str(voice)]) == EXIT_INPUT
+    assert "has no video stream" in capsys.readouterr().err
 
 
 def test_show_without_a_display_is_a_clear_error(tiny_models, clip, monkeypatch, capsys):
