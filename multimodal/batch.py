@@ -49,7 +49,7 @@ def analyze_one(analyzer, job: Job, write: WriteOptions) -> dict:
     (the printed lines): ``status`` is ``done`` or ``failed`` with a one-line
     ``error`` and the ``exit_code`` the CLI documents.
     """
-    from multimodal.report import check_writable, summary_text, write_analysis
+    from multimodal.report import check_writable, overall, summary_text, write_analysis
     started = time.perf_counter()
     row = {"input": str(job.source), "output": str(job.target), "status": "failed", "error": "",
            "exit_code": EXIT_FAILED, "duration": None, "seconds": None, "dominant": None,
@@ -61,7 +61,6 @@ def analyze_one(analyzer, job: Job, write: WriteOptions) -> dict:
         warnings = list(analysis.warnings)
         if write.annotate and not analysis.info.has_video:
             warnings.append(f"{job.source.name}: --annotate needs video or a photo; nothing drawn for audio")
-        from multimodal.report import overall
         row.update(status="done", exit_code=0, duration=round(analysis.info.duration, 3),
                    dominant=overall(analysis)["dominant"], warnings=warnings,
                    summary=summary_text(analysis, job.target))
