@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--label-smoothing", type=float, default=vd.label_smoothing)
     tv.add_argument("--fer-per-epoch", type=_positive(int), default=vd.fer_per_epoch,
                     help="FER2013 images drawn afresh each epoch (default all)")
+    tv.add_argument("--workers", type=_positive(int), default=vd.workers,
+                    help="threads building augmented batches (%(default)s); raise it on a GPU machine")
     tv.add_argument("--epochs", type=_positive(int), default=vd.epochs)
     tv.add_argument("--batch-size", type=_positive(int), default=vd.batch_size)
     tv.add_argument("--learning-rate", "--lr", type=_positive(float), default=vd.learning_rate)

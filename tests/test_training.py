@@ -153,16 +153,66 @@ def test_fine_tune_with_face_sets_holding_one_out(fer_dirs, tmp_path, capsys):
     assert "gamma" in capsys.readouterr().err
 
 
-def test_video_degradations_keep_shape_range_and_vary():
-    import tensorflow as tf
+def test_video_augmentation_keeps_shape_range_and_varies():
+    from training.augment import augment_batch
+    x = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    y = augment_batch(x, np.random.default_rng(1), "video")
+    assert y.shape == (64, 48, 48, 1) and y.dtype == np.float32 and y.min() >= 0 and y.max() <= 255
+    changed = np.abs(y[..., 0] - x).mean(axis=(1, 2))
+    assert (changed > 1).mean() > 0.9  # nearly every face is moved or degraded somehow
+    np.testing.assert_array_equal(y, augment_batch(x, np.random.default_rng(1), "video"))  # seeded
+    np.testing.assert_array_equal(augment_batch(x, np.random.default_rng(1), "none")[..., 0], x)
 
-    from training.train_visual import video_degradations
-    x = tf.constant(np.random.default_rng(0).uniform(0, 255, (64, 48, 48, 1)).astype("float32"))
-    y = video_degradations(x, tf.constant([1, 2]))
-    assert y.shape == x.shape and float(tf.reduce_min(y)) >= 0 and float(tf.reduce_max(y)) <= 255
-    changed = np.abs(y.numpy() - x.numpy()).mean(axis=(1, 2, 3))
-    assert (changed > 1).mean() > 0.5  # most faces are degraded somehow
-    np.testing.assert_array_equal(y.numpy(), video_degradations(x, tf.constant([1, 2])).numpy())  # seeded
+
+def test_basic_augmentation_only_moves_the_face():
+    from training.augment import geometric
+    # A symmetric blob stays a blob of the same brightness: no degradation is applied.
+    yy, xx = np.mgrid[:48, :48]
+    face = (255 * np.exp(-((yy - 23.5) ** 2 + (xx - 23.5) ** 2) / 200)).astype(np.uint8)
+    moved = geometric(face, np.random.default_rng(3), rotate=10, shift=0.1, zoom=0.1)
+    assert moved.shape == face.shape and moved.dtype == np.uint8
+    assert abs(int(moved.max()) - int(face.max())) <= 3 and not np.array_equal(moved, face)
+
+
+def test_face_batches_are_seeded_per_batch_and_cover_the_data():
+    from training.augment import FaceBatches
+    x = np.random.default_rng(0).integers(0, 256, (50, 48, 48), dtype=np.uint8)
+    y = np.arange(50) % 7
+    batches = FaceBatches(x, y, batch_size=16, seed=1, epoch=0, augment="basic", num_classes=7, workers=1)
+    assert len(batches) == 4
+    labels = np.concatenate([batches[i][1].argmax(1) for i in range(len(batches))])
+    assert sorted(labels) == sorted(y)  # every face once per epoch, one-hot labels
+    again = FaceBatches(x, y, batch_size=16, seed=1, epoch=0, augment="basic", workers=1)
+    np.testing.assert_array_equal(batches[2][0], again[2][0])  # the same batch, whoever builds it
+    assert not np.array_equal(batches[2][0], FaceBatches(x, y, 16, 1, epoch=1, workers=1)[2][0])
+
+
+def test_fit_stops_at_the_deadline_and_resumes(tmp_path):
+    import logging
+    import time
+
+    import keras
+
+    from training.augment import FaceBatches
+    from training.loop import fit_resumable
+
+    def build():
+        model = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.GlobalAveragePooling2D(),
+                                  keras.layers.Dense(7, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    x, y = _fake_faces(32, 0)
+    batches = lambda epoch: FaceBatches(x, y, batch_size=16, seed=0, epoch=epoch, workers=1)  # noqa: E731
+    log = logging.getLogger("test_deadline")
+    # Past the deadline from the start: the first epoch (which compiles) and a second one
+    # (which times an epoch) run, then the run stops early rather than overrunning.
+    val = x[..., None].astype("float32"), y
+    _, state = fit_resumable(build, batches, val, tmp_path, epochs=5, patience=5, resume=False, log=log,
+                             deadline=time.time())
+    assert state.epoch == 2
+    _, state = fit_resumable(build, batches, val, tmp_path, epochs=5, patience=5, resume=True, log=log)
+    assert state.epoch == 5
 
 
 def test_inception_resnet_v2_builds_trains_saves_loads(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 from multimodal.config import AudioFeatureConfig
 
 AUGMENTATIONS = {
+    "none": "none",
     "basic": "horizontal flip, rotation +-10 deg, shift +-10%, zoom +-10%",
     "video": "horizontal flip, rotation +-15 deg, shift +-10%, zoom +-15% (box jitter), down- and up-scaling "
              "to 14-40 px, Gaussian noise, JPEG quality 15-60, gamma 0.6-1.6, contrast and brightness, "
@@ -43,6 +44,7 @@ class VisualTrainConfig:
     label_smoothing: float = 0.0
     fer_per_epoch: int | None = None  # FER2013 images drawn per epoch (None: all)
     faces_repeat: int = 2  # how often each face-set photo is seen per epoch
+    workers: int = 2  # threads building augmented batches
 
 
 @dataclass(frozen=True)

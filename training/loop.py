@@ -66,7 +66,8 @@ def export_model(source: Path, target: Path) -> None:
 
 def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], object],
                   validation: tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path, *, epochs: int,
-                  patience: int, resume: bool, log: logging.Logger) -> tuple[keras.Model, RunState]:
+                  patience: int, resume: bool, log: logging.Logger,
+                  deadline: float | None = None) -> tuple[keras.Model, RunState]:
     """Train epoch by epoch with checkpoints and early stopping on validation accuracy.
 
     Parameters
@@ -78,6 +79,9 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
         for several validation sets; the selection metric ``val_accuracy`` is
         then the mean of their accuracies, so a small set counts as much as a
         large one
+    deadline : a ``time.time()`` by which to stop: no epoch starts that the
+        last one's duration says would end past it (the run can be resumed);
+        the first epoch, which includes compiling the model, always runs
     Returns the best model (by validation accuracy) and the final state.
     """
     ckpt = out_dir / "checkpoints"
@@ -96,6 +100,9 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
     sets = validation if isinstance(validation, dict) else {"": validation}
     while state.epoch < epochs and state.stale_epochs < patience:
         started = time.time()
+        if deadline and len(state.history) > 1 and started + state.history[-1]["seconds"] > deadline:
+            log.info("stopping before epoch %d: it would end past the deadline", state.epoch + 1)
+            break
         hist = model.fit(train_data(state.epoch), epochs=state.epoch + 1, initial_epoch=state.epoch,
                          verbose=verbose)
         val = {}

@@ -17,89 +17,13 @@ import numpy as np
 from multimodal.config import EMOTIONS
 from multimodal.errors import UsageError
 from multimodal.models import write_card
+from training.augment import FaceBatches
 from training.config import AUGMENTATIONS, VisualTrainConfig
 from training.evaluate import evaluate_face_sets, evaluate_visual_model
 from training.face_sets import crop_face_set, load_face_sets, subject_fold
 from training.fer2013 import load_fer2013
 from training.loop import export_model, fit_resumable, setup_logging
 from training.visual_models import BACKBONES
-
-
-def augmenter(seed: int, strong: bool = False):
-    """Random flip, small rotation, shift and zoom, as one Keras pipeline."""
-    import keras
-    from keras import layers
-    rotate, zoom = (15, 0.15) if strong else (10, 0.1)
-    return keras.Sequential([
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomRotation(rotate / 360, fill_mode="reflect", seed=seed + 1),
-        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 2),
-        layers.RandomZoom(zoom, fill_mode="reflect", seed=seed + 3),
-    ], name="augment")
-
-
-def video_degradations(x, seed):
-    """Degrade a batch of faces as video degrades them.
-
-    Parameters
-    ----------
-    x : float32 tensor, shape (n, s, s, 1), pixel values 0-255
-    seed : int32 tensor, shape (2,), for TensorFlow's stateless random ops
-
-    Faces cut from video are small (down- then up-scaled), noisy, compressed,
-    badly lit and sometimes partly hidden; FER2013's web photos rarely are.
-    Each degradation hits a random subset of the batch.
-    """
-    import tensorflow as tf
-    n, size = tf.shape(x)[0], x.shape[1]
-    seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, 16)))
-
-    def uniform(lo, hi, shape=None, dtype=tf.float32):
-        return tf.random.stateless_uniform([n, 1, 1, 1] if shape is None else shape, next(seeds), lo, hi, dtype)
-
-    def pick(p):
-        return tf.cast(uniform(0.0, 1.0) < p, x.dtype)
-
-    small = uniform(14, 41, [], tf.int32)
-    rescaled = tf.image.resize(tf.image.resize(x, [small, small], antialias=True), [size, size])
-    x = x + pick(0.4) * (rescaled - x)
-    x = x + pick(0.3) * tf.random.stateless_normal(tf.shape(x), next(seeds)) * uniform(2.0, 10.0)
-    x = tf.clip_by_value(x, 0, 255) / 255
-    quality = uniform(15, 61, [], tf.int32)
-    jpeg = tf.map_fn(lambda im: tf.image.adjust_jpeg_quality(im, quality), x)
-    x = x + pick(0.3) * (jpeg - x)
-    x = tf.clip_by_value(x, 1e-3, 1) ** uniform(0.6, 1.6)
-    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-    x = (x - mean) * uniform(0.6, 1.4) + mean + uniform(-0.12, 0.12)
-    # One occluding rectangle (a hand, a microphone, a shadow) on a quarter of the faces.
-    yy, xx = tf.meshgrid(tf.range(size, dtype=tf.float32), tf.range(size, dtype=tf.float32), indexing="ij")
-    cy, cx, half = uniform(0.0, float(size)), uniform(0.0, float(size)), uniform(4.0, size / 4)
-    box = tf.cast((tf.abs(yy[None, :, :, None] - cy) < half) & (tf.abs(xx[None, :, :, None] - cx) < half), x.dtype)
-    x = x + pick(0.25) * box * (uniform(0.0, 1.0) - x)
-    return tf.clip_by_value(x, 0, 1) * 255
-
-
-def make_train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int,
-                       augment: str = "basic", num_classes: int | None = None):
-    """A shuffled, augmented ``tf.data`` pipeline over in-memory images.
-
-    ``augment`` is a key of :data:`AUGMENTATIONS`; ``num_classes`` turns the
-    labels into one-hot vectors (for label smoothing).
-    """
-    import tensorflow as tf
-    aug = augmenter(seed + 1000 * epoch, strong=augment == "video")
-    ds = tf.data.Dataset.from_tensor_slices((x[..., None].astype("float32"), y))
-    ds = ds.shuffle(len(x), seed=seed + epoch).batch(batch_size)
-    if augment == "video":
-        ds = ds.enumerate().map(
-            lambda i, ab: (video_degradations(aug(ab[0], training=True),
-                                              tf.stack([seed + 1000 * epoch, tf.cast(i, tf.int32)])), ab[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
-    if num_classes:
-        ds = ds.map(lambda a, b: (a, tf.one_hot(b, num_classes)))
-    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def face_set_data(faces: Path, hold_out: tuple[str, ...], cache: Path, log) -> tuple[dict, tuple]:
@@ -130,6 +54,76 @@ def face_set_data(faces: Path, hold_out: tuple[str, ...], cache: Path, log) -> t
     return train, (np.concatenate(val_x), np.concatenate(val_y))
 
 
+def fit_visual(cfg: VisualTrainConfig, fer: tuple[np.ndarray, np.ndarray],
+               validation: dict[str, tuple[np.ndarray, np.ndarray]],
+               faces_train: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, log,
+               deadline: float | None = None):
+    """Train on in-memory faces with checkpoints and early stopping.
+
+    Parameters
+    ----------
+    fer : FER2013 training faces, uint8 (n, 48, 48), and their labels
+    validation : ``{name: (faces, labels)}``; the best epoch is the one with
+        the highest mean accuracy over these sets
+    faces_train : ``{set: (crops (n, k, 48, 48), labels)}``: face-set photos,
+        each with k crop variants of which every epoch draws one
+    deadline : see :func:`training.loop.fit_resumable`
+
+    Returns the best model and the run's :class:`training.loop.RunState`.
+    """
+    import keras
+
+    x_tr, y_tr = fer
+    n_fer = min(cfg.fer_per_epoch or len(x_tr), len(x_tr))
+    per_epoch = n_fer + cfg.faces_repeat * sum(len(y) for _, y in faces_train.values())
+    steps = int(np.ceil(per_epoch / cfg.batch_size))
+    classes = len(EMOTIONS) if cfg.label_smoothing else None
+
+    def epoch_data(epoch: int):
+        """FER2013 (all, or a fresh random draw) and each face photo ``faces_repeat`` times,
+        each time as a randomly chosen crop variant."""
+        rng = np.random.default_rng([cfg.seed, epoch])
+        pick = rng.permutation(len(x_tr))[:n_fer]
+        xs, ys = [x_tr[pick]], [y_tr[pick]]
+        for crops, labels in faces_train.values():
+            for _ in range(cfg.faces_repeat):
+                xs.append(crops[np.arange(len(labels)), rng.integers(0, crops.shape[1], len(labels))])
+                ys.append(labels)
+        return FaceBatches(np.concatenate(xs), np.concatenate(ys), cfg.batch_size, cfg.seed, epoch,
+                           cfg.augment, classes, workers=cfg.workers)
+
+    def build():
+        if cfg.init:
+            model = keras.saving.load_model(cfg.init, compile=False, safe_mode=True)
+            # Fine-tuning on heavily augmented batches would drag the normalisation
+            # statistics away from clean faces: keep the initial model's.
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+        else:
+            kwargs = {"weights": _resolve_weights(cfg.weights)} if cfg.backbone == "inception_resnet_v2" else {}
+            model = BACKBONES[cfg.backbone](**kwargs)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=max(1, (cfg.epochs - cfg.warmup_epochs) * steps),
+            warmup_target=cfg.learning_rate, warmup_steps=cfg.warmup_epochs * steps)
+        loss = (keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing) if classes
+                else keras.losses.SparseCategoricalCrossentropy())
+        metric = (keras.metrics.CategoricalAccuracy(name="accuracy") if classes
+                  else keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
+        # XLA compiles slowly and runs slower on TensorFlow's CPU path, while
+        # JAX without jit would run op by op.
+        model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
+                      loss=loss, metrics=[metric], jit_compile=keras.backend.backend() == "jax")
+        return model
+
+    def as_validation(x, y):
+        return x[..., None].astype("float32"), (np.eye(classes, dtype="float32")[y] if classes else y)
+
+    return fit_resumable(build, epoch_data, {k: as_validation(*v) for k, v in validation.items()},
+                         out, epochs=cfg.epochs, patience=cfg.patience, resume=cfg.resume, log=log,
+                         deadline=deadline)
+
+
 def train_visual(cfg: VisualTrainConfig) -> dict:
     """Run a training job; returns the evaluation summary of the final model.
 
@@ -138,7 +132,6 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
     measures them.
     """
     import keras
-
 
     if cfg.backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {cfg.backbone!r}; choose from {', '.join(BACKBONES)}")
@@ -160,53 +153,9 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
         faces_train, faces_val = face_set_data(cfg.faces, cfg.hold_out, cache, log)
         if len(faces_val[1]):
             validation["faces"] = faces_val
-    n_fer = min(cfg.fer_per_epoch or len(x_tr), len(x_tr))
-    per_epoch = n_fer + cfg.faces_repeat * sum(len(y) for _, y in faces_train.values())
-    steps = int(np.ceil(per_epoch / cfg.batch_size))
-    classes = len(EMOTIONS) if cfg.label_smoothing else None
-
-    def epoch_data(epoch: int):
-        """FER2013 (all, or a fresh random draw) and each face photo ``faces_repeat`` times,
-        each time as a randomly chosen crop variant."""
-        rng = np.random.default_rng([cfg.seed, epoch])
-        pick = rng.permutation(len(x_tr))[:n_fer]
-        xs, ys = [x_tr[pick]], [y_tr[pick]]
-        for crops, labels in faces_train.values():
-            for _ in range(cfg.faces_repeat):
-                xs.append(crops[np.arange(len(labels)), rng.integers(0, crops.shape[1], len(labels))])
-                ys.append(labels)
-        return make_train_dataset(np.concatenate(xs), np.concatenate(ys), cfg.batch_size, cfg.seed, epoch,
-                                  cfg.augment, classes)
-
-    def build():
-        if cfg.init:
-            model = keras.saving.load_model(cfg.init, compile=False, safe_mode=True)
-            # Fine-tuning on heavily augmented batches would drag the normalisation
-            # statistics away from clean faces: keep the initial model's.
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False
-        else:
-            kwargs = {"weights": _resolve_weights(cfg.weights)} if cfg.backbone == "inception_resnet_v2" else {}
-            model = BACKBONES[cfg.backbone](**kwargs)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=max(1, (cfg.epochs - cfg.warmup_epochs) * steps),
-            warmup_target=cfg.learning_rate, warmup_steps=cfg.warmup_epochs * steps)
-        loss = (keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing) if classes
-                else keras.losses.SparseCategoricalCrossentropy())
-        metric = (keras.metrics.CategoricalAccuracy(name="accuracy") if classes
-                  else keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
-        model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
-                      loss=loss, metrics=[metric], jit_compile=False)
-        return model
-
-    def as_validation(x, y):
-        return x[..., None].astype("float32"), (np.eye(classes, dtype="float32")[y] if classes else y)
-
     (out / "config.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
                                                  for k, v in cfg.__dict__.items()}, indent=2))
-    model, state = fit_resumable(build, epoch_data, {k: as_validation(*v) for k, v in validation.items()},
-                                 out, epochs=cfg.epochs, patience=cfg.patience, resume=cfg.resume, log=log)
+    model, state = fit_visual(cfg, (x_tr, y_tr), validation, faces_train, out, log)
     model_path = out / "model.keras"
     export_model(out / "checkpoints" / "best.keras", model_path)
     log.info("best validation accuracy %.4f at epoch %d; model at %s", state.best_metric, state.best_epoch,
