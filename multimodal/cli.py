@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="FER2013 images drawn afresh each epoch (default all)")
     tv.add_argument("--workers", type=_positive(int), default=vd.workers,
                     help="threads building augmented batches (%(default)s); raise it on a GPU machine")
+    tv.add_argument("--time-limit", type=_positive(float), default=vd.time_limit, metavar="MINUTES",
+                    help="start no epoch that would end after this many minutes; --resume goes on later")
     tv.add_argument("--epochs", type=_positive(int), default=vd.epochs)
     tv.add_argument("--batch-size", type=_positive(int), default=vd.batch_size)
     tv.add_argument("--learning-rate", "--lr", type=_positive(float), default=vd.learning_rate)

@@ -78,9 +78,11 @@ def test_fer_loaders_agree_on_both_layouts(fer_dirs):
 def test_train_resume_and_evaluate_visual(fer_dirs, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(run), "--batch-size", "32"]
-    assert main(args + ["--epochs", "2"]) == 0
+    # A run out of time stops after the two epochs that compile and time it, and keeps its model.
+    assert main(args + ["--epochs", "3", "--time-limit", "0.000001"]) == 0
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert "time limit" in (run / "train.log").read_text() and (run / "model.keras").exists()
     # An interrupted run resumes from its checkpoint instead of starting again.
     assert main(args + ["--epochs", "3", "--resume"]) == 0
     assert "resumed from" in (run / "train.log").read_text()

@@ -45,6 +45,7 @@ class VisualTrainConfig:
     fer_per_epoch: int | None = None  # FER2013 images drawn per epoch (None: all)
     faces_repeat: int = 2  # how often each face-set photo is seen per epoch
     workers: int = 2  # threads building augmented batches
+    time_limit: float | None = None  # minutes: start no epoch that would end later (resume the rest)
 
 
 @dataclass(frozen=True)

@@ -73,15 +73,17 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
     Parameters
     ----------
     build : returns a freshly compiled model (used when not resuming)
-    train_data : ``epoch -> tf.data.Dataset``; seeding it by epoch makes a
-        resumed run see the same data order it would have seen
+    train_data : ``epoch -> batches`` that ``model.fit`` takes (such as
+        :class:`training.augment.FaceBatches`); seeding them by epoch makes a
+        resumed run see the data it would have seen
     validation : ``(x, y)`` arrays for early stopping, or ``{name: (x, y)}``
         for several validation sets; the selection metric ``val_accuracy`` is
         then the mean of their accuracies, so a small set counts as much as a
         large one
     deadline : a ``time.time()`` by which to stop: no epoch starts that the
-        last one's duration says would end past it (the run can be resumed);
-        the first epoch, which includes compiling the model, always runs
+        last one's duration says would end past it (the run can be resumed).
+        The first two epochs always run: the first includes compiling the
+        model, so only the second times an epoch
     Returns the best model (by validation accuracy) and the final state.
     """
     ckpt = out_dir / "checkpoints"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,7 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
         raise ValueError(f"unknown backbone {cfg.backbone!r}; choose from {', '.join(BACKBONES)}")
     if cfg.augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {cfg.augment!r}; choose from {', '.join(AUGMENTATIONS)}")
+    deadline = time.time() + 60 * cfg.time_limit if cfg.time_limit else None
     out = Path(cfg.out)
     log = setup_logging(out, "train_visual")
     keras.utils.set_random_seed(cfg.seed)
@@ -155,7 +157,10 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
             validation["faces"] = faces_val
     (out / "config.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
                                                  for k, v in cfg.__dict__.items()}, indent=2))
-    model, state = fit_visual(cfg, (x_tr, y_tr), validation, faces_train, out, log)
+    model, state = fit_visual(cfg, (x_tr, y_tr), validation, faces_train, out, log, deadline)
+    if state.epoch < cfg.epochs and state.stale_epochs < cfg.patience:
+        log.info("time limit: stopped after epoch %d of %d; the best model so far is evaluated below, "
+                 "and --resume goes on", state.epoch, cfg.epochs)
     model_path = out / "model.keras"
     export_model(out / "checkpoints" / "best.keras", model_path)
     log.info("best validation accuracy %.4f at epoch %d; model at %s", state.best_metric, state.best_epoch,
