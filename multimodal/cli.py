@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--augment", choices=list(AUGMENTATIONS), default=vd.augment,
                     help="'video' adds blur, noise, compression, lighting and occlusion (%(default)s)")
     tv.add_argument("--label-smoothing", type=float, default=vd.label_smoothing)
+    tv.add_argument("--subtle", action="store_true",
+                    help="with --faces: also train on weaker expressions, each posed face blended with the "
+                         "same subject's neutral face")
     tv.add_argument("--fer-per-epoch", type=_positive(int), default=vd.fer_per_epoch,
                     help="FER2013 images drawn afresh each epoch (default all)")
     tv.add_argument("--workers", type=_positive(int), default=vd.workers,

@@ -138,7 +138,7 @@ def test_fine_tune_with_face_sets_holding_one_out(fer_dirs, tmp_path, capsys):
     run = tmp_path / "ft"
     assert main(["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(run), "--epochs", "1",
                  "--batch-size", "16", "--init", str(base / "model.keras"), "--faces", str(faces),
-                 "--hold-out", "beta", "--augment", "video", "--label-smoothing", "0.1"]) == 0
+                 "--hold-out", "beta", "--augment", "video", "--label-smoothing", "0.1", "--subtle"]) == 0
     assert "held-out beta: accuracy" in capsys.readouterr().out
     held = json.loads((run / "held_out.json").read_text())
     assert set(held) == {"beta"} and held["beta"]["n"] == 12
@@ -148,6 +148,8 @@ def test_fine_tune_with_face_sets_holding_one_out(fer_dirs, tmp_path, capsys):
     log = (run / "train.log").read_text()
     assert "face set alpha: 12 photos" in log and "6 for training, 6 for selection" in log
     assert "val_faces_accuracy" in log
+    # Training subjects alpha6 and alpha7 each have a happy and a sad photo to blend with their neutral one.
+    assert "face set alpha: 4 expressions blended" in log and "subtle expressions" in card["training"]["augmentation"]
     # A held-out set that is not there is a usage error.
     shutil.rmtree(run)
     assert main(["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(run), "--epochs", "1",
@@ -164,6 +166,26 @@ def test_video_augmentation_keeps_shape_range_and_varies():
     assert (changed > 1).mean() > 0.9  # nearly every face is moved or degraded somehow
     np.testing.assert_array_equal(y, augment_batch(x, np.random.default_rng(1), "video"))  # seeded
     np.testing.assert_array_equal(augment_batch(x, np.random.default_rng(1), "none")[..., 0], x)
+
+
+def test_subtle_expressions_blend_each_face_with_its_own_neutral_face():
+    from training.augment import subtle_expressions
+    rng = np.random.default_rng(0)
+    calm = rng.integers(0, 200, (2, 48, 48)).astype(np.uint8)  # the neutral faces of subjects a and b
+    faces = np.stack([calm[0], calm[0] + 40, calm[1], calm[1] + 50, rng.integers(0, 255, (48, 48))]).astype(np.uint8)
+    faces[1, 30:33] = 230  # a's smile, b's frown: the expressions differ from the neutral faces locally
+    faces[3, 10:13] = 30
+    labels = np.array([6, 3, 6, 4, 0])
+    subjects = np.array(["a", "a", "b", "b", ""])  # the last has nobody to be paired with
+    blends, kept = subtle_expressions(faces, labels, subjects, neutral=6, weights=(0.25, 0.75))
+    assert blends.shape == (2, 2, 48, 48) and blends.dtype == np.uint8
+    np.testing.assert_array_equal(kept, [3, 4])  # expressions keep their labels; neutral faces are not blended
+    expected = 0.25 * faces[1].astype(float) + 0.75 * calm[0]
+    assert np.abs(blends[0, 0] - expected).max() <= 0.5 + 1e-9  # paired with a's own neutral face
+    # A subject whose neutral photo shows another pose or framing is not blended.
+    other = faces.copy()
+    other[2] = rng.integers(0, 255, (48, 48))
+    np.testing.assert_array_equal(subtle_expressions(other, labels, subjects, neutral=6)[1], [3])
 
 
 def test_basic_augmentation_only_moves_the_face():

@@ -96,6 +96,52 @@ def augment_batch(faces: np.ndarray, rng: np.random.Generator, augment: str = "b
     return out
 
 
+def subtle_expressions(faces: np.ndarray, labels: np.ndarray, subjects: np.ndarray, neutral: int,
+                       weights: tuple[float, ...] = (0.35, 0.5, 0.65, 0.8),
+                       min_corr: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Weaker versions of posed expressions: each blended with the same person's neutral face.
+
+    Posed sets show expressions at full strength, while people in video
+    mostly show them faintly; a model that has seen only the former calls
+    the latter neutral. Each expressive face is mixed pixel by pixel with
+    the neutral face of the same subject that matches it best (the highest
+    correlation, so the same head pose and framing), and keeps its label.
+    Pairs that correlate less than ``min_corr`` are not aligned well enough
+    to blend and are left out.
+
+    Parameters
+    ----------
+    faces : uint8 array, shape (n, s, s), one crop per photo
+    labels : int array, shape (n,)
+    subjects : str array, shape (n,), who is in each photo ("" when unknown)
+    neutral : the label index of neutral
+    weights : the expressive face's share in each blend
+
+    Returns
+    -------
+    blends : uint8 array, shape (m, len(weights), s, s)
+    labels : int array, shape (m,), the expressive faces' labels
+    """
+    flat = faces.reshape(len(faces), -1).astype(np.float32)
+    flat = (flat - flat.mean(1, keepdims=True)) / (flat.std(1, keepdims=True) + 1e-6)
+    w = np.asarray(weights, np.float32)[:, None, None]
+    blends, kept = [], []
+    for i in np.flatnonzero((labels != neutral) & (subjects != "")):
+        partners = np.flatnonzero((labels == neutral) & (subjects == subjects[i]))
+        if not len(partners):
+            continue
+        corr = flat[partners] @ flat[i] / flat.shape[1]
+        if corr.max() < min_corr:
+            continue
+        calm = faces[partners[corr.argmax()]].astype(np.float32)
+        blends.append(np.rint(w * faces[i] + (1 - w) * calm).astype(np.uint8))
+        kept.append(labels[i])
+    size = faces.shape[1:]
+    if not blends:
+        return np.zeros((0, len(weights)) + size, np.uint8), np.zeros(0, labels.dtype)
+    return np.stack(blends), np.array(kept, labels.dtype)
+
+
 class FaceBatches(keras.utils.PyDataset):
     """Shuffled, augmented batches of in-memory faces for ``model.fit``.
 

@@ -44,6 +44,7 @@ class VisualTrainConfig:
     label_smoothing: float = 0.0
     fer_per_epoch: int | None = None  # FER2013 images drawn per epoch (None: all)
     faces_repeat: int = 2  # how often each face-set photo is seen per epoch
+    subtle: bool = False  # also train on expressions blended with the same subject's neutral face
     workers: int = 2  # threads building augmented batches
     time_limit: float | None = None  # minutes: start no epoch that would end later (resume the rest)
 

@@ -18,7 +18,7 @@ import numpy as np
 from multimodal.config import EMOTIONS
 from multimodal.errors import UsageError
 from multimodal.models import write_card
-from training.augment import FaceBatches
+from training.augment import FaceBatches, subtle_expressions
 from training.config import AUGMENTATIONS, VisualTrainConfig
 from training.evaluate import evaluate_face_sets, evaluate_visual_model
 from training.face_sets import crop_face_set, load_face_sets, subject_fold
@@ -26,30 +26,43 @@ from training.fer2013 import load_fer2013
 from training.loop import export_model, fit_resumable, setup_logging
 from training.visual_models import BACKBONES
 
+SUBTLE = "subtle"  # the key of the blended faces in face_set_data's training sets
 
-def face_set_data(faces: Path, hold_out: tuple[str, ...], cache: Path, log) -> tuple[dict, tuple]:
+
+def face_set_data(faces: Path, hold_out: tuple[str, ...], cache: Path, log,
+                  subtle: bool = False) -> tuple[dict, tuple]:
     """Crops of the face sets that are not held out: ``(train, validation)``.
 
     Train: ``{set: (crops (n, k, 48, 48), labels)}`` with every crop variant
     (see :func:`training.face_sets.crop_face_set`); validation: ``(x, y)``
-    exact crops of a fifth of each set's subjects, never trained on.
+    exact crops of a fifth of each set's subjects, never trained on. With
+    ``subtle``, ``train[SUBTLE]`` holds weaker versions of the training
+    photos' expressions (see :func:`training.augment.subtle_expressions`).
     """
     sets = load_face_sets(faces)
     unknown = set(hold_out) - set(sets)
     if unknown:
         raise UsageError(f"--hold-out {', '.join(sorted(unknown))}: not among the face sets "
                          f"({', '.join(sets)})")
-    train, val_x, val_y = {}, [], []
+    train, val_x, val_y, blends = {}, [], [], []
     for name, photos in sets.items():
         if name in hold_out:
             continue
         crops, labels, found = crop_face_set(photos, cache_dir=cache)
         is_val = np.array([subject_fold(p.subject or p.path.name) == 0 for p in photos])
         train[name] = crops[~is_val], labels[~is_val]
+        if subtle:
+            subjects = np.array([p.subject for p in photos])[~is_val]
+            blends.append(subtle_expressions(crops[~is_val, 0], labels[~is_val], subjects,
+                                             EMOTIONS.index("neutral")))
+            log.info("face set %s: %d expressions blended with the same subject's neutral face",
+                     name, len(blends[-1][1]))
         val_x.append(crops[is_val, 0])
         val_y.append(labels[is_val])
         log.info("face set %s: %d photos (%d with no face found), %d for training, %d for selection",
                  name, len(photos), int((~found).sum()), int((~is_val).sum()), int(is_val.sum()))
+    if blends and sum(len(y) for _, y in blends):
+        train[SUBTLE] = np.concatenate([b for b, _ in blends]), np.concatenate([y for _, y in blends])
     if not val_x:
         return train, (np.zeros((0, 48, 48), np.uint8), np.zeros(0, np.int64))
     return train, (np.concatenate(val_x), np.concatenate(val_y))
@@ -152,7 +165,7 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
     faces_train: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     validation: dict[str, tuple[np.ndarray, np.ndarray]] = {"fer_publictest": (x_va, y_va)}
     if cfg.faces:
-        faces_train, faces_val = face_set_data(cfg.faces, cfg.hold_out, cache, log)
+        faces_train, faces_val = face_set_data(cfg.faces, cfg.hold_out, cache, log, cfg.subtle)
         if len(faces_val[1]):
             validation["faces"] = faces_val
     (out / "config.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
@@ -168,10 +181,11 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
 
     summary = evaluate_visual_model(model_path, cfg.data, out / "report", split="PrivateTest", flip=True,
                                     cache_dir=cache)
-    selection = "PublicTest" + (f" and a fifth of the subjects of {', '.join(faces_train)}" if faces_train else "")
-    training = {"dataset": "FER2013" + (f" + {', '.join(faces_train)}" if faces_train else ""),
+    used = ", ".join(name for name in faces_train if name != SUBTLE)
+    selection = "PublicTest" + (f" and a fifth of the subjects of {used}" if used else "")
+    training = {"dataset": "FER2013" + (f" + {used}" if used else ""),
                 "train_split": "Training" + (f" (random {cfg.limit})" if cfg.limit else "")
-                + (", the other four fifths of the face sets' subjects" if faces_train else ""),
+                + (", the other four fifths of the face sets' subjects" if used else ""),
                 "selection_split": f"{selection} (early stopping, best epoch by mean accuracy)",
                 "test_split": "PrivateTest" + (f"; face sets never trained on: {', '.join(cfg.hold_out)}"
                                                if cfg.hold_out else ""),
@@ -179,7 +193,10 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
                 "initialised_from": f"{Path(cfg.init).name} (batch-norm statistics frozen)" if cfg.init else None,
                 "epochs_run": state.epoch, "best_epoch": state.best_epoch,
                 "best_validation_accuracy": round(state.best_metric, 4), "seed": cfg.seed,
-                "augmentation": AUGMENTATIONS[cfg.augment], "label_smoothing": cfg.label_smoothing,
+                "augmentation": AUGMENTATIONS[cfg.augment]
+                + ("; subtle expressions: posed ones blended with the same subject's neutral face "
+                   f"({len(faces_train[SUBTLE][1])} photos, 35-80% expression)" if SUBTLE in faces_train else ""),
+                "label_smoothing": cfg.label_smoothing,
                 "platform": platform.platform()}
     write_card(model_path, "visual", EMOTIONS,
                input={"shape": [48, 48, 1], "dtype": "float32",
