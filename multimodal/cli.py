@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--subtle", action="store_true",
                     help="with --faces: also train on weaker expressions, each posed face blended with the "
                          "same subject's neutral face")
+    tv.add_argument("--teacher", dest="teachers", action="append", type=Path, default=None, metavar="MODEL",
+                    help="distil from this visual model (repeat for an ensemble): each training target "
+                         "mixes the label with the teachers' mean prediction")
+    tv.add_argument("--distill", type=float, default=vd.distill,
+                    help="weight of the teachers' prediction in each target (%(default)s)")
     tv.add_argument("--fer-per-epoch", type=_positive(int), default=vd.fer_per_epoch,
                     help="FER2013 images drawn afresh each epoch (default all)")
     tv.add_argument("--workers", type=_positive(int), default=vd.workers,
@@ -382,7 +387,8 @@ def cmd_train(args) -> int:
     if args.modality == "visual":
         from training.config import VisualTrainConfig
         from training.train_visual import train_visual
-        summary = train_visual(config_from_args(VisualTrainConfig, args, hold_out=tuple(args.hold_out)))
+        summary = train_visual(config_from_args(VisualTrainConfig, args, hold_out=tuple(args.hold_out),
+                                                  teachers=tuple(args.teachers or ())))
         print(f"PrivateTest accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f}; "
               f"report in {args.out / 'report'}")
         for name, m in summary.get("held_out", {}).items():

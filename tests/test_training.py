@@ -10,6 +10,7 @@ import soundfile as sf
 
 from multimodal.cli import main
 from multimodal.config import EMOTIONS
+from multimodal.models import sha256_of
 from tests.conftest import SHARED_DATA
 from tests.media import speech_like
 
@@ -138,7 +139,8 @@ def test_fine_tune_with_face_sets_holding_one_out(fer_dirs, tmp_path, capsys):
     run = tmp_path / "ft"
     assert main(["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(run), "--epochs", "1",
                  "--batch-size", "16", "--init", str(base / "model.keras"), "--faces", str(faces),
-                 "--hold-out", "beta", "--augment", "video", "--label-smoothing", "0.1", "--subtle"]) == 0
+                 "--hold-out", "beta", "--augment", "video", "--label-smoothing", "0.1", "--subtle",
+                 "--teacher", str(base / "model.keras"), "--distill", "0.3"]) == 0
     assert "held-out beta: accuracy" in capsys.readouterr().out
     held = json.loads((run / "held_out.json").read_text())
     assert set(held) == {"beta"} and held["beta"]["n"] == 12
@@ -150,11 +152,22 @@ def test_fine_tune_with_face_sets_holding_one_out(fer_dirs, tmp_path, capsys):
     assert "val_faces_accuracy" in log
     # Training subjects alpha6 and alpha7 each have a happy and a sad photo to blend with their neutral one.
     assert "face set alpha: 4 expressions blended" in log and "subtle expressions" in card["training"]["augmentation"]
+    # Distilled from the base model: its checksum is on the card.
+    assert card["training"]["distilled_from"] == {
+        "teachers": [{"file": str(base / "model.keras"), "sha256": sha256_of(base / "model.keras")}], "weight": 0.3}
+    assert "distillation: targets 0.70 labels + 0.30" in log
     # A held-out set that is not there is a usage error.
     shutil.rmtree(run)
     assert main(["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(run), "--epochs", "1",
                  "--faces", str(faces), "--hold-out", "gamma"]) == 2
     assert "gamma" in capsys.readouterr().err
+    # So is a teacher that is not there, or a weight outside [0, 1].
+    for i, bad in enumerate((["--teacher", str(tmp_path / "none.keras")],
+                             ["--teacher", str(base / "model.keras"), "--distill", "2"])):
+        assert main(["train", "visual", "--data", str(fer_dirs / "folders"), "--out", str(tmp_path / f"bad{i}"),
+                     "--epochs", "1"] + bad) == 2
+    err = capsys.readouterr().err
+    assert "none.keras: no such model file" in err and "--distill 2.0: must be between 0 and 1" in err
 
 
 def test_video_augmentation_keeps_shape_range_and_varies():
@@ -209,6 +222,17 @@ def test_face_batches_are_seeded_per_batch_and_cover_the_data():
     again = FaceBatches(x, y, batch_size=16, seed=1, epoch=0, augment="basic", workers=1)
     np.testing.assert_array_equal(batches[2][0], again[2][0])  # the same batch, whoever builds it
     assert not np.array_equal(batches[2][0], FaceBatches(x, y, 16, 1, epoch=1, workers=1)[2][0])
+
+
+def test_face_batches_give_target_distributions_when_asked():
+    from training.augment import FaceBatches
+    x = np.zeros((10, 48, 48), np.uint8)
+    targets = np.random.default_rng(0).dirichlet(np.ones(7), 10).astype(np.float32)
+    batches = FaceBatches(x, np.arange(10) % 7, batch_size=4, seed=1, epoch=0, num_classes=7, workers=1,
+                          targets=targets)
+    got = np.concatenate([batches[i][1] for i in range(len(batches))])
+    order = np.concatenate([batches.order[i * 4:(i + 1) * 4] for i in range(len(batches))])
+    np.testing.assert_allclose(got, targets[order])
 
 
 def test_fit_stops_at_the_deadline_and_resumes(tmp_path):

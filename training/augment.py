@@ -154,13 +154,16 @@ class FaceBatches(keras.utils.PyDataset):
     y : int array, shape (n,), class indices
     num_classes : one-hot labels of this many classes (for label smoothing);
         None keeps the indices
+    targets : float array, shape (n, num_classes), optional: label
+        distributions given instead of one-hot labels (distillation)
     workers : threads building batches (OpenCV releases the GIL)
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int,
-                 augment: str = "basic", num_classes: int | None = None, workers: int = 2):
+                 augment: str = "basic", num_classes: int | None = None, workers: int = 2,
+                 targets: np.ndarray | None = None):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=16)
-        self.x, self.y = x, y
+        self.x, self.y, self.targets = x, y, targets
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.augment, self.num_classes = augment, num_classes
         self.order = np.random.default_rng([seed, epoch]).permutation(len(x))
@@ -172,6 +175,8 @@ class FaceBatches(keras.utils.PyDataset):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         faces = augment_batch(self.x[rows], rng, self.augment)
+        if self.targets is not None:
+            return faces, self.targets[rows].astype(np.float32)
         labels = self.y[rows]
         if self.num_classes:
             labels = np.eye(self.num_classes, dtype=np.float32)[labels]

@@ -45,6 +45,8 @@ class VisualTrainConfig:
     fer_per_epoch: int | None = None  # FER2013 images drawn per epoch (None: all)
     faces_repeat: int = 2  # how often each face-set photo is seen per epoch
     subtle: bool = False  # also train on expressions blended with the same subject's neutral face
+    teachers: tuple[Path, ...] = ()  # models whose mean prediction joins the labels (distillation)
+    distill: float = 0.5  # weight of the teachers' distribution in each training target
     workers: int = 2  # threads building augmented batches
     time_limit: float | None = None  # minutes: start no epoch that would end later (resume the rest)
 

@@ -29,7 +29,8 @@ def load_model_for_evaluation(path: str | Path, kind: str):
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
-def _predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict_batches(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """A model's outputs for ``x``, ``batch_size`` items at a time (Keras or TFLite model)."""
     return np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch_size]))
                            for i in range(0, len(x), batch_size)])
 
@@ -56,10 +57,10 @@ def evaluate_visual_model(model_path: str | Path, data: str | Path, out_dir: str
     model = load_model_for_evaluation(model_path, "visual")
     x, y = load_fer2013(data, split, cache_dir)
     x = x[..., None].astype("float32")
-    probs = _predict(model, x)
+    probs = predict_batches(model, x)
     sections = {split: classification_metrics(y, probs, EMOTIONS)}
     if flip:
-        flipped = _predict(model, np.ascontiguousarray(x[:, :, ::-1]))
+        flipped = predict_batches(model, np.ascontiguousarray(x[:, :, ::-1]))
         sections[f"{split} + flip averaging"] = classification_metrics(y, (probs + flipped) / 2, EMOTIONS)
     speed = ms_per_item(model, x, 256)
     size = Path(model_path).stat().st_size

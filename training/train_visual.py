@@ -17,10 +17,10 @@ import numpy as np
 
 from multimodal.config import EMOTIONS
 from multimodal.errors import UsageError
-from multimodal.models import write_card
+from multimodal.models import sha256_of, write_card
 from training.augment import FaceBatches, subtle_expressions
 from training.config import AUGMENTATIONS, VisualTrainConfig
-from training.evaluate import evaluate_face_sets, evaluate_visual_model
+from training.evaluate import evaluate_face_sets, evaluate_visual_model, load_model_for_evaluation, predict_batches
 from training.face_sets import crop_face_set, load_face_sets, subject_fold
 from training.fer2013 import load_fer2013
 from training.loop import export_model, fit_resumable, setup_logging
@@ -68,10 +68,30 @@ def face_set_data(faces: Path, hold_out: tuple[str, ...], cache: Path, log,
     return train, (np.concatenate(val_x), np.concatenate(val_y))
 
 
+def teacher_distributions(teachers: tuple[Path, ...], faces: np.ndarray) -> np.ndarray:
+    """The teachers' mean class distribution for each face, flip-averaged as ``analyze`` predicts.
+
+    Parameters
+    ----------
+    teachers : ``.keras`` or ``.tflite`` visual models over EMOTIONS
+    faces : uint8 array, shape (..., 48, 48)
+
+    Returns
+    -------
+    float32 array, shape faces.shape[:-2] + (7,)
+    """
+    x = faces.reshape((-1,) + faces.shape[-2:])[..., None].astype(np.float32)
+    total = np.zeros((len(x), len(EMOTIONS)))
+    for path in teachers:
+        model = load_model_for_evaluation(path, "visual")
+        total += (predict_batches(model, x) + predict_batches(model, np.ascontiguousarray(x[:, :, ::-1]))) / 2
+    return (total / len(teachers)).astype(np.float32).reshape(faces.shape[:-2] + (len(EMOTIONS),))
+
+
 def fit_visual(cfg: VisualTrainConfig, fer: tuple[np.ndarray, np.ndarray],
                validation: dict[str, tuple[np.ndarray, np.ndarray]],
                faces_train: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, log,
-               deadline: float | None = None):
+               deadline: float | None = None, taught: dict[str, np.ndarray] | None = None):
     """Train on in-memory faces with checkpoints and early stopping.
 
     Parameters
@@ -82,6 +102,9 @@ def fit_visual(cfg: VisualTrainConfig, fer: tuple[np.ndarray, np.ndarray],
     faces_train : ``{set: (crops (n, k, 48, 48), labels)}``: face-set photos,
         each with k crop variants of which every epoch draws one
     deadline : see :func:`training.loop.fit_resumable`
+    taught : the teachers' distributions (:func:`teacher_distributions`) of
+        the FER2013 faces (key ``"fer"``) and of every crop of ``faces_train``;
+        each target becomes ``(1 - cfg.distill) * label + cfg.distill * teachers``
 
     Returns the best model and the run's :class:`training.loop.RunState`.
     """
@@ -91,7 +114,7 @@ def fit_visual(cfg: VisualTrainConfig, fer: tuple[np.ndarray, np.ndarray],
     n_fer = min(cfg.fer_per_epoch or len(x_tr), len(x_tr))
     per_epoch = n_fer + cfg.faces_repeat * sum(len(y) for _, y in faces_train.values())
     steps = int(np.ceil(per_epoch / cfg.batch_size))
-    classes = len(EMOTIONS) if cfg.label_smoothing else None
+    classes = len(EMOTIONS) if cfg.label_smoothing or taught else None
 
     def epoch_data(epoch: int):
         """FER2013 (all, or a fresh random draw) and each face photo ``faces_repeat`` times,
@@ -99,12 +122,21 @@ def fit_visual(cfg: VisualTrainConfig, fer: tuple[np.ndarray, np.ndarray],
         rng = np.random.default_rng([cfg.seed, epoch])
         pick = rng.permutation(len(x_tr))[:n_fer]
         xs, ys = [x_tr[pick]], [y_tr[pick]]
-        for crops, labels in faces_train.values():
+        soft = [taught["fer"][pick]] if taught else []
+        for name, (crops, labels) in faces_train.items():
             for _ in range(cfg.faces_repeat):
-                xs.append(crops[np.arange(len(labels)), rng.integers(0, crops.shape[1], len(labels))])
+                rows, variant = np.arange(len(labels)), rng.integers(0, crops.shape[1], len(labels))
+                xs.append(crops[rows, variant])
                 ys.append(labels)
-        return FaceBatches(np.concatenate(xs), np.concatenate(ys), cfg.batch_size, cfg.seed, epoch,
-                           cfg.augment, classes, workers=cfg.workers)
+                if taught:
+                    soft.append(taught[name][rows, variant])
+        y = np.concatenate(ys)
+        targets = None
+        if taught:
+            targets = (1 - cfg.distill) * np.eye(len(EMOTIONS), dtype=np.float32)[y] \
+                + cfg.distill * np.concatenate(soft)
+        return FaceBatches(np.concatenate(xs), y, cfg.batch_size, cfg.seed, epoch,
+                           cfg.augment, classes, workers=cfg.workers, targets=targets)
 
     def build():
         if cfg.init:
@@ -151,6 +183,11 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
         raise ValueError(f"unknown backbone {cfg.backbone!r}; choose from {', '.join(BACKBONES)}")
     if cfg.augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {cfg.augment!r}; choose from {', '.join(AUGMENTATIONS)}")
+    if not 0 <= cfg.distill <= 1:
+        raise UsageError(f"--distill {cfg.distill}: must be between 0 and 1")
+    for teacher in cfg.teachers:
+        if not Path(teacher).is_file():
+            raise UsageError(f"--teacher {teacher}: no such model file")
     deadline = time.time() + 60 * cfg.time_limit if cfg.time_limit else None
     out = Path(cfg.out)
     log = setup_logging(out, "train_visual")
@@ -168,9 +205,14 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
         faces_train, faces_val = face_set_data(cfg.faces, cfg.hold_out, cache, log, cfg.subtle)
         if len(faces_val[1]):
             validation["faces"] = faces_val
-    (out / "config.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
-                                                 for k, v in cfg.__dict__.items()}, indent=2))
-    model, state = fit_visual(cfg, (x_tr, y_tr), validation, faces_train, out, log, deadline)
+    (out / "config.json").write_text(json.dumps(cfg.__dict__, indent=2, default=str))
+    taught = None
+    if cfg.teachers:
+        log.info("distillation: targets %.2f labels + %.2f the mean of %s", 1 - cfg.distill, cfg.distill,
+                 ", ".join(str(t) for t in cfg.teachers))
+        taught = {"fer": teacher_distributions(cfg.teachers, x_tr)}
+        taught.update({name: teacher_distributions(cfg.teachers, crops) for name, (crops, _) in faces_train.items()})
+    model, state = fit_visual(cfg, (x_tr, y_tr), validation, faces_train, out, log, deadline, taught)
     if state.epoch < cfg.epochs and state.stale_epochs < cfg.patience:
         log.info("time limit: stopped after epoch %d of %d; the best model so far is evaluated below, "
                  "and --resume goes on", state.epoch, cfg.epochs)
@@ -197,6 +239,8 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
                 + ("; subtle expressions: posed ones blended with the same subject's neutral face "
                    f"({len(faces_train[SUBTLE][1])} photos, 35-80% expression)" if SUBTLE in faces_train else ""),
                 "label_smoothing": cfg.label_smoothing,
+                "distilled_from": {"teachers": [{"file": str(t), "sha256": sha256_of(t)} for t in cfg.teachers],
+                                   "weight": cfg.distill} if cfg.teachers else None,
                 "platform": platform.platform()}
     write_card(model_path, "visual", EMOTIONS,
                input={"shape": [48, 48, 1], "dtype": "float32",
