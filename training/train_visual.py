@@ -68,12 +68,12 @@ def face_set_data(faces: Path, hold_out: tuple[str, ...], cache: Path, log,
     return train, (np.concatenate(val_x), np.concatenate(val_y))
 
 
-def teacher_distributions(teachers: tuple[Path, ...], faces: np.ndarray) -> np.ndarray:
+def teacher_distributions(teachers: list, faces: np.ndarray) -> np.ndarray:
     """The teachers' mean class distribution for each face, flip-averaged as ``analyze`` predicts.
 
     Parameters
     ----------
-    teachers : ``.keras`` or ``.tflite`` visual models over EMOTIONS
+    teachers : visual models over EMOTIONS (:func:`training.evaluate.load_model_for_evaluation`)
     faces : uint8 array, shape (..., 48, 48)
 
     Returns
@@ -82,8 +82,7 @@ def teacher_distributions(teachers: tuple[Path, ...], faces: np.ndarray) -> np.n
     """
     x = faces.reshape((-1,) + faces.shape[-2:])[..., None].astype(np.float32)
     total = np.zeros((len(x), len(EMOTIONS)))
-    for path in teachers:
-        model = load_model_for_evaluation(path, "visual")
+    for model in teachers:
         total += (predict_batches(model, x) + predict_batches(model, np.ascontiguousarray(x[:, :, ::-1]))) / 2
     return (total / len(teachers)).astype(np.float32).reshape(faces.shape[:-2] + (len(EMOTIONS),))
 
@@ -210,8 +209,9 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
     if cfg.teachers:
         log.info("distillation: targets %.2f labels + %.2f the mean of %s", 1 - cfg.distill, cfg.distill,
                  ", ".join(str(t) for t in cfg.teachers))
-        taught = {"fer": teacher_distributions(cfg.teachers, x_tr)}
-        taught.update({name: teacher_distributions(cfg.teachers, crops) for name, (crops, _) in faces_train.items()})
+        teachers = [load_model_for_evaluation(t, "visual") for t in cfg.teachers]
+        taught = {"fer": teacher_distributions(teachers, x_tr)}
+        taught.update({name: teacher_distributions(teachers, crops) for name, (crops, _) in faces_train.items()})
     model, state = fit_visual(cfg, (x_tr, y_tr), validation, faces_train, out, log, deadline, taught)
     if state.epoch < cfg.epochs and state.stale_epochs < cfg.patience:
         log.info("time limit: stopped after epoch %d of %d; the best model so far is evaluated below, "
