@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from multimodal.audio import load_audio, rms_dbfs  # noqa: E402
 from multimodal.config import DEFAULT_AUDIO_MODEL, DEFAULT_VISUAL_MODEL  # noqa: E402
 from multimodal.faces import BlazeFaceDetector  # noqa: E402
-from multimodal.fusion import _entropy, make_strategy  # noqa: E402
+from multimodal.fusion import ProductFusion, _entropy, _log_loss, make_strategy  # noqa: E402
 from multimodal.speech import SpeechDetector  # noqa: E402
 from training.compare_fusion import _seven_class, pair_indices, paired_difference_ci, pseudo_pairs  # noqa: E402
 from training.fer2013 import load_fer2013  # noqa: E402
@@ -77,22 +77,15 @@ def pair_evidence(pairs, fer: Path, ravdess: Path, split: str, fold: int, seed: 
 
 
 def pooled(pv: np.ndarray, pa: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Log-linear pooling with a visual weight per row: pv, pa (n, 7), w (n,)."""
-    logits = w[:, None] * np.log(np.clip(pv, 1e-7, 1)) + (1 - w[:, None]) * np.log(np.clip(pa, 1e-7, 1))
-    logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    return p / p.sum(axis=1, keepdims=True)
-
-
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1))))
+    """Log-linear pooling (``product``) with a visual weight per row: pv, pa (n, 7), w (n,)."""
+    return ProductFusion._combine(pv, pa, w[:, None])
 
 
 def fit_gate(x: np.ndarray, pv: np.ndarray, pa: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``theta`` (k,) of the visual weight ``sigmoid(x @ theta)`` minimising log-loss; x (n, k)."""
     def loss(theta):
         # A light ridge keeps the evidence terms from fitting noise in 300 pairs.
-        return log_loss(y, pooled(pv, pa, 1 / (1 + np.exp(-x @ theta)))) + 1e-3 * np.sum(theta[1:] ** 2)
+        return _log_loss(y, pooled(pv, pa, 1 / (1 + np.exp(-x @ theta)))) + 1e-3 * np.sum(theta[1:] ** 2)
     return minimize(loss, np.zeros(x.shape[1]), method="Nelder-Mead",
                     options={"maxiter": 4000, "xatol": 1e-4, "fatol": 1e-6}).x
 
@@ -115,7 +108,7 @@ def main() -> None:
     base = product.predict_proba(test.visual[both_t], test.audio[both_t])
     print(f"{both_v.sum()} fitting pairs, {both_t.sum()} test pairs with both modalities; "
           f"product (visual weight {product.get_state()['visual_weight']:.3f}): "
-          f"accuracy {np.mean(base.argmax(1) == yt):.3f}, cross-entropy {log_loss(yt, base):.3f}")
+          f"accuracy {np.mean(base.argmax(1) == yt):.3f}, cross-entropy {_log_loss(yt, base):.3f}")
     print("| evidence | accuracy | minus product (95% CI) | cross-entropy | theta |")
     print("|---|---|---|---|---|")
     for names in EVIDENCE_SETS:
@@ -125,7 +118,7 @@ def main() -> None:
         p = pooled(test.visual[both_t], test.audio[both_t], 1 / (1 + np.exp(-xt @ theta)))
         d, lo, hi = paired_difference_ci(yt, p, base, args.bootstrap, args.seed)
         print(f"| {' + '.join(names) or 'none (constant weight)'} | {np.mean(p.argmax(1) == yt):.3f} | "
-              f"{d:+.3f} ({lo:+.3f} to {hi:+.3f}) | {log_loss(yt, p):.3f} | {np.round(theta, 2).tolist()} |")
+              f"{d:+.3f} ({lo:+.3f} to {hi:+.3f}) | {_log_loss(yt, p):.3f} | {np.round(theta, 2).tolist()} |")
 
 
 if __name__ == "__main__":
