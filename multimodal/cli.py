@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--init", type=Path, default=vd.init, help="start from this .keras model (fine-tuning)")
     tv.add_argument("--faces", type=Path, default=vd.faces,
                     help="a folder of labelled face sets (<set>/<label>/<image>) to train on as well")
+    tv.add_argument("--ferplus", choices=("soft", "majority"), default=vd.ferplus,
+                    help="train on FER+'s votes (ferplus.csv, or fer2013new.csv beside fer2013.csv) instead of "
+                         "FER2013's labels: their distribution (soft) or majority label")
+    tv.add_argument("--rafdb", type=Path, default=vd.rafdb,
+                    help="RAF-DB's folder (EmoLabel/, Image/aligned/): its train partition joins training "
+                         "(each face twice an epoch, as face-set photos), less a fixed 15%% carve used for selection")
     tv.add_argument("--hold-out", nargs="+", default=vd.hold_out, metavar="SET",
                     help="face sets never trained or selected on; the run reports its accuracy on them")
     tv.add_argument("--augment", choices=list(AUGMENTATIONS), default=vd.augment,
@@ -207,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="FER2013 (fer2013.csv or train/ and test/ folders), or face photos: <label>/<image> "
                          "folders or a manifest.csv, one set or a folder of sets")
     ev.add_argument("--out", required=True, type=Path, help="report directory")
-    ev.add_argument("--split", default="PrivateTest", choices=("PrivateTest", "PublicTest", "Training"))
+    ev.add_argument("--split", default=None, choices=("PrivateTest", "PublicTest", "Training", "test", "validation"),
+                    help="FER2013: PrivateTest (default), PublicTest or Training; RAF-DB: test (default, the "
+                         "official test partition) or validation (the fixed carve of train)")
+    ev.add_argument("--labels", choices=("fer2013", "ferplus"), default="fer2013",
+                    help="FER2013: its own labels or FER+'s majority labels (ferplus.csv or fer2013new.csv beside)")
     ev.add_argument("--flip", action="store_true", help="also report test-time flip averaging")
     ea = esub.add_parser("audio", help="on the held-out speakers of one fold (0 by default), as analyze scores files")
     ea.add_argument("--model", type=Path, default=defaults.audio_model,
@@ -416,12 +426,13 @@ def cmd_evaluate(args) -> int:
         evaluate_visual_model,
     )
     from training.face_sets import is_fer2013
+    from training.rafdb import is_rafdb
     if not args.model.is_file():
         raise ModelError(f"{args.model}: model file not found")
     for path in args.data if isinstance(args.data, list) else [args.data]:
         if not path.exists():
             raise InputError(f"{path}: no such file or directory")
-    if args.modality == "visual" and not is_fer2013(args.data):
+    if args.modality == "visual" and not is_fer2013(args.data) and not is_rafdb(args.data):
         results = evaluate_face_sets(args.model, args.data, args.out)
         name = args.model.name
         if results["trained_on"]:
@@ -434,9 +445,15 @@ def cmd_evaluate(args) -> int:
                   f"{count} of {m['n']} photos with no face found")
         print(f"mean of the per-set accuracies {results[name]['mean_accuracy']:.4f}; report in {args.out}")
     elif args.modality == "visual":
-        s = evaluate_visual_model(args.model, args.data, args.out, split=args.split, flip=args.flip)
+        split = args.split or ("test" if is_rafdb(args.data) else "PrivateTest")
+        try:
+            s = evaluate_visual_model(args.model, args.data, args.out, split=split, flip=args.flip,
+                                      labels=args.labels)
+        except (ValueError, FileNotFoundError) as e:
+            raise InputError(_first_line(e)) from None
         print(f"{s['split']}: accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f}, "
-              f"ECE {s['ece']:.4f}, {s['ms_per_face']:.2f} ms/face; report in {args.out}")
+              f"ECE {s['ece']:.4f}, {s['called_neutral']:.1%} of non-neutral faces called neutral, "
+              f"{s['ms_per_face']:.2f} ms/face; report in {args.out}")
     else:
         results = evaluate_audio_model(args.model, args.data, args.out, test_fold=args.test_fold)
         for corpus, s in results.items():

@@ -49,6 +49,8 @@ class VisualTrainConfig:
     distill: float = 0.5  # weight of the teachers' distribution in each training target
     workers: int = 2  # threads building augmented batches
     time_limit: float | None = None  # minutes: start no epoch that would end later (resume the rest)
+    ferplus: str | None = None  # "soft" or "majority": FER+ votes instead of FER2013's labels
+    rafdb: Path | None = None  # RAF-DB's folder: its train partition joins training (faces_repeat times)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ from multimodal.speech import SpeechDetector
 from multimodal.visual import VisualModel
 from training.face_sets import load_face_sets
 from training.fer2013 import load_fer2013
+from training.ferplus import load_ferplus, majority_labels
 from training.metrics import classification_metrics, write_report
+from training.rafdb import is_rafdb, load_rafdb, rafdb_validation
 from training.speech_datasets import RAVDESS_FOLDS, SPEECH_LABELS, load_speech_corpus
 
 
@@ -47,31 +49,62 @@ def ms_per_item(model, x: np.ndarray, batch_size: int, repeats: int = 3) -> floa
     return float(np.median(times) * 1000)
 
 
+def load_visual_test(data: str | Path, split: str = "PrivateTest", labels: str = "fer2013",
+                     cache_dir=None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Faces and labels to score a visual model on, and their name for reports.
+
+    ``data`` is FER2013 (``split`` one of its three; ``labels`` "fer2013" or
+    "ferplus" for FER+'s majority labels, faces without one left out) or
+    RAF-DB's folder (``split`` "test", the official test partition, or
+    "validation", the fixed carve of train that training selects on).
+    """
+    if is_rafdb(data):
+        if split not in ("test", "validation"):
+            raise ValueError(f"RAF-DB: split {split!r}; expected test or validation")
+        x, y, names = load_rafdb(data, "test" if split == "test" else "train", cache_dir=cache_dir)
+        if split == "validation":
+            keep = rafdb_validation(names)
+            x, y = x[keep], y[keep]
+        if not len(y):
+            raise ValueError(f"{data}: RAF-DB's {split} partition has no images here")
+        return x, y, f"RAF-DB {split}"
+    if labels == "ferplus":
+        x, votes, _ = load_ferplus(data, split)
+        y, kept = majority_labels(votes)
+        return x[kept], y[kept], f"FER2013 {split} (FER+ majority labels)"
+    x, y = load_fer2013(data, split, cache_dir)
+    return x, y, f"FER2013 {split}"
+
+
 def evaluate_visual_model(model_path: str | Path, data: str | Path, out_dir: str | Path,
-                          split: str = "PrivateTest", flip: bool = False, cache_dir=None) -> dict:
-    """Score a facial-expression model on a FER2013 split and write its report.
+                          split: str = "PrivateTest", flip: bool = False, cache_dir=None,
+                          labels: str = "fer2013") -> dict:
+    """Score a facial-expression model on FER2013 or RAF-DB (see :func:`load_visual_test`)
+    and write its report, with per-class recall and the share of non-neutral
+    faces called neutral.
 
     With ``flip``, also scores test-time flip averaging (mean of the image and
     its mirror), reported as a separate section.
     """
     model = load_model_for_evaluation(model_path, "visual")
-    x, y = load_fer2013(data, split, cache_dir)
+    x, y, title = load_visual_test(data, split, labels, cache_dir)
     x = x[..., None].astype("float32")
     probs = predict_batches(model, x)
-    sections = {split: classification_metrics(y, probs, EMOTIONS)}
+    sections = {split: face_set_metrics(y, probs)}
     if flip:
         flipped = predict_batches(model, np.ascontiguousarray(x[:, :, ::-1]))
-        sections[f"{split} + flip averaging"] = classification_metrics(y, (probs + flipped) / 2, EMOTIONS)
+        sections[f"{split} + flip averaging"] = face_set_metrics(y, (probs + flipped) / 2)
     speed = ms_per_item(model, x, 256)
     size = Path(model_path).stat().st_size
     params = int(model.count_params()) if hasattr(model, "count_params") else None  # TFLite does not say
     notes = [f"model: {Path(model_path).name} ({size / 1e6:.2f} MB"
              + (f", {params:,} parameters)" if params else ")"),
-             f"data: FER2013 {split}, {len(y)} images", f"batched inference: {speed:.2f} ms per face (batch 256, this machine)"]
-    write_report(out_dir, f"Visual model on FER2013 {split}", sections, notes,
+             f"data: {title}, {len(y)} images", f"batched inference: {speed:.2f} ms per face (batch 256, this machine)"]
+    write_report(out_dir, f"Visual model on {title}", sections, notes,
                  {"ms_per_face": speed, "size_bytes": size, "parameters": params})
     main = sections[split]
-    summary = {"split": f"FER2013 {split}", **{k: main[k] for k in ("accuracy", "macro_f1", "uar", "cross_entropy", "ece")},
+    summary = {"split": title, **{k: main[k] for k in ("accuracy", "macro_f1", "uar", "cross_entropy", "ece",
+                                                        "called_neutral")},
                "ms_per_face": round(speed, 3), "parameters": params}
     if flip:
         summary["flip_accuracy"] = sections[f"{split} + flip averaging"]["accuracy"]

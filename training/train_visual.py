@@ -23,7 +23,9 @@ from training.config import AUGMENTATIONS, VisualTrainConfig
 from training.evaluate import evaluate_face_sets, evaluate_visual_model, load_model_for_evaluation, predict_batches
 from training.face_sets import crop_face_set, load_face_sets, subject_fold
 from training.fer2013 import load_fer2013
+from training.ferplus import load_ferplus, vote_distribution
 from training.loop import export_model, fit_resumable, setup_logging
+from training.rafdb import load_rafdb, rafdb_validation
 from training.visual_models import BACKBONES
 
 SUBTLE = "subtle"  # the key of the blended faces in face_set_data's training sets
@@ -68,6 +70,36 @@ def face_set_data(faces: Path, hold_out: tuple[str, ...], cache: Path, log,
     return train, (np.concatenate(val_x), np.concatenate(val_y))
 
 
+def fer_training_data(cfg: VisualTrainConfig, cache: Path, log):
+    """FER2013's training faces, their labels and optional FER+ targets, and the selection faces.
+
+    With ``cfg.ferplus`` ("soft" or "majority") the labels are FER+'s: faces
+    that most of its raters could not read are dropped, PublicTest is scored
+    on the majority label, and "soft" also returns the vote distributions.
+
+    Returns ``(x_train, y_train, targets or None, x_public, y_public)``.
+    """
+    targets = None
+    if cfg.ferplus:
+        if cfg.ferplus not in ("soft", "majority"):
+            raise UsageError(f"--ferplus {cfg.ferplus}: expected soft or majority")
+        x_tr, votes, _ = load_ferplus(cfg.data, "Training")
+        dist, kept = vote_distribution(votes)
+        x_tr, y_tr, targets = x_tr[kept], dist[kept].argmax(1), dist[kept] if cfg.ferplus == "soft" else None
+        x_va, votes, _ = load_ferplus(cfg.data, "PublicTest")
+        dist, kept = vote_distribution(votes)
+        x_va, y_va = x_va[kept], dist[kept].argmax(1)
+        log.info("FER+ %s labels: %d training faces kept", cfg.ferplus, len(y_tr))
+    else:
+        x_tr, y_tr = load_fer2013(cfg.data, "Training", cache)
+        x_va, y_va = load_fer2013(cfg.data, "PublicTest", cache)
+    if cfg.limit:  # a seeded random subset, so every class is present
+        keep = np.random.default_rng(cfg.seed).permutation(len(x_tr))[: cfg.limit]
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
+        targets = targets[keep] if targets is not None else None
+    return x_tr, y_tr, targets, x_va, y_va
+
+
 def teacher_distributions(teachers: list, faces: np.ndarray) -> np.ndarray:
     """The teachers' mean class distribution for each face, flip-averaged as ``analyze`` predicts.
 
@@ -90,7 +122,8 @@ def teacher_distributions(teachers: list, faces: np.ndarray) -> np.ndarray:
 def fit_visual(cfg: VisualTrainConfig, fer: tuple[np.ndarray, np.ndarray],
                validation: dict[str, tuple[np.ndarray, np.ndarray]],
                faces_train: dict[str, tuple[np.ndarray, np.ndarray]], out: Path, log,
-               deadline: float | None = None, taught: dict[str, np.ndarray] | None = None):
+               deadline: float | None = None, taught: dict[str, np.ndarray] | None = None,
+               fer_targets: np.ndarray | None = None):
     """Train on in-memory faces with checkpoints and early stopping.
 
     Parameters
@@ -104,6 +137,8 @@ def fit_visual(cfg: VisualTrainConfig, fer: tuple[np.ndarray, np.ndarray],
     taught : the teachers' distributions (:func:`teacher_distributions`) of
         the FER2013 faces (key ``"fer"``) and of every crop of ``faces_train``;
         each target becomes ``(1 - cfg.distill) * label + cfg.distill * teachers``
+    fer_targets : float array, shape (n, 7), optional: label distributions of
+        the FER2013 faces (FER+ votes) used instead of their one-hot labels
 
     Returns the best model and the run's :class:`training.loop.RunState`.
     """
@@ -113,7 +148,9 @@ def fit_visual(cfg: VisualTrainConfig, fer: tuple[np.ndarray, np.ndarray],
     n_fer = min(cfg.fer_per_epoch or len(x_tr), len(x_tr))
     per_epoch = n_fer + cfg.faces_repeat * sum(len(y) for _, y in faces_train.values())
     steps = int(np.ceil(per_epoch / cfg.batch_size))
-    classes = len(EMOTIONS) if cfg.label_smoothing or taught else None
+    soft = taught is not None or fer_targets is not None
+    classes = len(EMOTIONS) if cfg.label_smoothing or soft else None
+    eye = np.eye(len(EMOTIONS), dtype=np.float32)
 
     def epoch_data(epoch: int):
         """FER2013 (all, or a fresh random draw) and each face photo ``faces_repeat`` times,
@@ -121,19 +158,20 @@ def fit_visual(cfg: VisualTrainConfig, fer: tuple[np.ndarray, np.ndarray],
         rng = np.random.default_rng([cfg.seed, epoch])
         pick = rng.permutation(len(x_tr))[:n_fer]
         xs, ys = [x_tr[pick]], [y_tr[pick]]
-        soft = [taught["fer"][pick]] if taught else []
+        labels_soft = [fer_targets[pick] if fer_targets is not None else eye[y_tr[pick]]]
+        teachers = [taught["fer"][pick]] if taught else []
         for name, (crops, labels) in faces_train.items():
             for _ in range(cfg.faces_repeat):
                 rows, variant = np.arange(len(labels)), rng.integers(0, crops.shape[1], len(labels))
                 xs.append(crops[rows, variant])
                 ys.append(labels)
+                labels_soft.append(eye[labels])
                 if taught:
-                    soft.append(taught[name][rows, variant])
+                    teachers.append(taught[name][rows, variant])
         y = np.concatenate(ys)
-        targets = None
-        if taught:
-            targets = (1 - cfg.distill) * np.eye(len(EMOTIONS), dtype=np.float32)[y] \
-                + cfg.distill * np.concatenate(soft)
+        targets = np.concatenate(labels_soft) if soft else None
+        if taught and targets is not None:
+            targets = (1 - cfg.distill) * targets + cfg.distill * np.concatenate(teachers)
         return FaceBatches(np.concatenate(xs), y, cfg.batch_size, cfg.seed, epoch,
                            cfg.augment, classes, workers=cfg.workers, targets=targets)
 
@@ -192,11 +230,7 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
     log = setup_logging(out, "train_visual")
     keras.utils.set_random_seed(cfg.seed)
     cache = cfg.cache_dir or out / "cache"
-    x_tr, y_tr = load_fer2013(cfg.data, "Training", cache)
-    x_va, y_va = load_fer2013(cfg.data, "PublicTest", cache)
-    if cfg.limit:  # a seeded random subset, so every class is present
-        keep = np.random.default_rng(cfg.seed).permutation(len(x_tr))[: cfg.limit]
-        x_tr, y_tr = x_tr[keep], y_tr[keep]
+    x_tr, y_tr, fer_targets, x_va, y_va = fer_training_data(cfg, cache, log)
     log.info("FER2013 Training %d images, PublicTest %d; backbone %s", len(x_tr), len(x_va), cfg.backbone)
     faces_train: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     validation: dict[str, tuple[np.ndarray, np.ndarray]] = {"fer_publictest": (x_va, y_va)}
@@ -204,6 +238,14 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
         faces_train, faces_val = face_set_data(cfg.faces, cfg.hold_out, cache, log, cfg.subtle)
         if len(faces_val[1]):
             validation["faces"] = faces_val
+    if cfg.rafdb:
+        x_raf, y_raf, names = load_rafdb(cfg.rafdb, "train", cache_dir=cache)
+        carve = rafdb_validation(names)
+        # one crop variant, seen faces_repeat times per epoch like a face set's photos
+        faces_train["rafdb"] = x_raf[~carve, None], y_raf[~carve]
+        validation["rafdb_val"] = x_raf[carve], y_raf[carve]
+        log.info("RAF-DB train: %d faces for training, %d (the fixed carve) for selection",
+                 int((~carve).sum()), int(carve.sum()))
     (out / "config.json").write_text(json.dumps(cfg.__dict__, indent=2, default=str))
     taught = None
     if cfg.teachers:
@@ -212,7 +254,8 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
         teachers = [load_model_for_evaluation(t, "visual") for t in cfg.teachers]
         taught = {"fer": teacher_distributions(teachers, x_tr)}
         taught.update({name: teacher_distributions(teachers, crops) for name, (crops, _) in faces_train.items()})
-    model, state = fit_visual(cfg, (x_tr, y_tr), validation, faces_train, out, log, deadline, taught)
+    model, state = fit_visual(cfg, (x_tr, y_tr), validation, faces_train, out, log, deadline, taught,
+                              fer_targets)
     if state.epoch < cfg.epochs and state.stale_epochs < cfg.patience:
         log.info("time limit: stopped after epoch %d of %d; the best model so far is evaluated below, "
                  "and --resume goes on", state.epoch, cfg.epochs)
@@ -223,9 +266,12 @@ def train_visual(cfg: VisualTrainConfig) -> dict:
 
     summary = evaluate_visual_model(model_path, cfg.data, out / "report", split="PrivateTest", flip=True,
                                     cache_dir=cache)
-    used = ", ".join(name for name in faces_train if name != SUBTLE)
-    selection = "PublicTest" + (f" and a fifth of the subjects of {used}" if used else "")
-    training = {"dataset": "FER2013" + (f" + {used}" if used else ""),
+    used = ", ".join(name for name in faces_train if name != SUBTLE and name != "rafdb")
+    selection = ("PublicTest" + (" (FER+ majority)" if cfg.ferplus else "")
+                 + (", RAF-DB train's fixed 15% carve" if cfg.rafdb else "")
+                 + (f" and a fifth of the subjects of {used}" if used else ""))
+    training = {"dataset": "FER2013" + (f" (FER+ {cfg.ferplus} labels)" if cfg.ferplus else "")
+                + (" + RAF-DB train" if cfg.rafdb else "") + (f" + {used}" if used else ""),
                 "train_split": "Training" + (f" (random {cfg.limit})" if cfg.limit else "")
                 + (", the other four fifths of the face sets' subjects" if used else ""),
                 "selection_split": f"{selection} (early stopping, best epoch by mean accuracy)",
