@@ -6,7 +6,7 @@
 
 See :func:`multimodal.api.analyze` and :class:`multimodal.api.Result`.
 """
-__version__ = "0.1.0"
+from multimodal.version import __version__
 
 __all__ = ["AnalyzeConfig", "Result", "analyze", "__version__"]
 

@@ -42,12 +42,14 @@ class WriteOptions:
     annotate: bool = False
 
 
-def analyze_one(analyzer, job: Job, write: WriteOptions) -> dict:
+def analyze_one(analyzer, job: Job, write: WriteOptions, progress=None, written=None) -> dict:
     """Analyse one input and write its results; never raises for a bad input.
 
     Returns a row of ``batch.csv`` plus ``warnings`` (list) and ``summary``
     (the printed lines): ``status`` is ``done`` or ``failed`` with a one-line
-    ``error`` and the ``exit_code`` the CLI documents.
+    ``error`` and the ``exit_code`` the CLI documents. ``progress`` goes to
+    :meth:`multimodal.pipeline.Analyzer.analyze`; ``written(analysis)`` is
+    called once the results are in place.
     """
     from multimodal.report import check_writable, overall, summary_text, write_analysis
     started = time.perf_counter()
@@ -56,8 +58,10 @@ def analyze_one(analyzer, job: Job, write: WriteOptions) -> dict:
            "warnings": [], "summary": ""}
     try:
         check_writable(job.target, write.force)
-        analysis = analyzer.analyze(job.source)
+        analysis = analyzer.analyze(job.source, progress)
         write_analysis(analysis, job.target, force=write.force, pictures=write.pictures, annotate=write.annotate)
+        if written is not None:
+            written(analysis)
         warnings = list(analysis.warnings)
         if write.annotate and not analysis.info.has_video:
             warnings.append(f"{job.source.name}: --annotate needs video or a photo; nothing drawn for audio")

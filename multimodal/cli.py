@@ -14,7 +14,6 @@ import threading
 from dataclasses import fields
 from pathlib import Path
 
-from multimodal import __version__
 from multimodal.batch import Job, default_jobs
 from multimodal.config import MEDIA_EXTENSIONS, AnalyzeConfig, LiveConfig
 from multimodal.errors import (
@@ -28,6 +27,7 @@ from multimodal.errors import (
     MultimodalError,
     OutputError,
 )
+from multimodal.version import __version__
 
 
 def _positive(kind):
@@ -144,6 +144,23 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--audio-model", type=Path, default=defaults.audio_model)
     lv.add_argument("--max-faces", type=_positive(int), default=defaults.max_faces)
     lv.add_argument("--min-speech", type=_positive(float), default=defaults.min_speech)
+
+    sv = sub.add_parser("serve", help="a local web page and HTTP API for analyses (pip install -e \".[serve]\")",
+                        description="Serve the web page and HTTP API on this machine. Prints the address to open; "
+                                    "it carries an access token that every request needs.")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (%(default)s: this machine only; another host is reachable from "
+                         "the network, still behind the token)")
+    sv.add_argument("--port", type=_positive(int), default=8000)
+    sv.add_argument("--data-dir", type=Path, default=Path("multimodal-data"),
+                    help="where uploads, results and the job database are kept (%(default)s)")
+    sv.add_argument("--jobs", "-j", type=_positive(int), default=1,
+                    help="analyses running at once, each in its own process with its own models (%(default)s)")
+    sv.add_argument("--max-upload-mb", type=_positive(float), default=2048.0,
+                    help="largest upload accepted, in MB (%(default)s)")
+    sv.add_argument("--token", default=None, help="the access token (default: a new random one each start)")
+    sv.add_argument("--visual-model", type=Path, default=defaults.visual_model)
+    sv.add_argument("--audio-model", type=Path, default=defaults.audio_model)
 
     t = sub.add_parser("train", help="train a model")
     tsub = t.add_subparsers(dest="modality", required=True, metavar="MODALITY")
@@ -371,6 +388,28 @@ def _analyze_to_stdout(cfg: AnalyzeConfig, files: list[Path], fmt: str, input_er
     return failures[0] if len(failures) == 1 and done == 0 else EXIT_FAILED
 
 
+def cmd_serve(args) -> int:
+    """``serve``: the web page and HTTP API until interrupted."""
+    import importlib.util
+    if not all(importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "python_multipart")):
+        from multimodal.errors import MissingDependencyError
+        raise MissingDependencyError('serve needs its extra: pip install -e ".[serve]"')
+    from multimodal.server import ServeConfig, serve
+    for model in (args.visual_model, args.audio_model):
+        if not model.is_file():
+            raise ModelError(f"{model}: model file not found")
+    analysis = AnalyzeConfig(visual_model=args.visual_model, audio_model=args.audio_model, quiet=True)
+    cfg = ServeConfig(data_dir=args.data_dir, host=args.host, port=args.port, jobs=args.jobs,
+                      max_upload_mb=args.max_upload_mb, analysis=analysis,
+                      **({"token": args.token} if args.token else {}))
+    try:
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{cfg.data_dir}: cannot create the data directory ({err.strerror})") from None
+    serve(cfg)
+    return EXIT_OK
+
+
 def cmd_live(args) -> int:
     """``live``: follow a source, one JSON line per segment on stdout, status on stderr."""
     from multimodal.live import jsonl_sink, run_live
@@ -480,9 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
     handlers = {"analyze": cmd_analyze, "live": cmd_live, "train": cmd_train, "evaluate": cmd_evaluate,
-                "compare-fusion": cmd_compare_fusion}
+                "compare-fusion": cmd_compare_fusion, "serve": cmd_serve}
     try:
-        if args.command not in ("analyze", "live"):  # these import Keras only if a model needs it
+        if args.command not in ("analyze", "live", "serve"):  # these import Keras only if a model needs it
             from multimodal.models import import_keras
             import_keras()
         return handlers[args.command](args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -70,8 +71,13 @@ class Analyzer:
         self.video = VideoStage(cfg)
         self.audio = AudioStage(cfg)
 
-    def analyze(self, source: str | Path | np.ndarray) -> Analysis:
+    def analyze(self, source: str | Path | np.ndarray,
+                progress: Callable[[str, float], None] | None = None) -> Analysis:
         """Analyse one media file, or the faces of one photo (a file or an RGB array).
+
+        ``progress(stage, fraction)`` is called as the work advances: stage
+        "faces" (video) or "voice" (audio only), fraction from 0 to 1. It may
+        be called from another thread.
 
         Raises
         ------
@@ -104,11 +110,13 @@ class Analyzer:
         video = VideoResult([], [])
         audio: list[AudioSegment] | None = None
         with ThreadPoolExecutor(max_workers=1) as pool:
-            audio_job = pool.submit(self._timed_audio, info, bounds, stop) if info.has_audio else None
+            # With video, the faces set the pace; an audio file reports its voice.
+            voice = None if info.has_video else progress
+            audio_job = pool.submit(self._timed_audio, info, bounds, stop, voice) if info.has_audio else None
             if info.has_video:
                 t0 = time.perf_counter()
                 try:
-                    video = self.video.run(info)
+                    video = self.video.run(info, progress)
                 except BaseException:
                     stop.set()
                     raise
@@ -156,10 +164,11 @@ class Analyzer:
                   "fusion": {"strategy": self.fusion.name, "parameters": self.fusion.get_state()}}
         return Analysis(info, cfg, segments, records, models, [], time.perf_counter() - started, {}, thumbnails)
 
-    def _timed_audio(self, info: MediaInfo, bounds: list[tuple[float, float]], stop: threading.Event
+    def _timed_audio(self, info: MediaInfo, bounds: list[tuple[float, float]], stop: threading.Event,
+                     progress: Callable[[str, float], None] | None = None
                      ) -> tuple[list[AudioSegment], dict[str, float]]:
         t0 = time.perf_counter()
         self.audio.load()
         t1 = time.perf_counter()
-        result = self.audio.run(info, bounds, stop)
+        result = self.audio.run(info, bounds, stop, progress)
         return result, {"audio_model_loading": t1 - t0, "audio": time.perf_counter() - t1}

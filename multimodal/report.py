@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from multimodal import __version__
 from multimodal.aggregate import label_runs, valence
 from multimodal.config import EMOTIONS, SCHEMA_VERSION, config_dict
 from multimodal.errors import OutputError
 from multimodal.formatting import mmss, plural
 from multimodal.results import Analysis, Segment
+from multimodal.version import __version__
 
 SEGMENT_COLUMNS = (["segment", "start", "end", "frames", "faces", "people", "modalities", "label", "confidence",
                     "audio_dbfs", "speech"] + [f"{m}_{e}" for m in ("visual", "audio", "fused") for e in EMOTIONS]

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,8 +83,9 @@ class VideoStage:
             entry.update(file=card.name, sha256=card.sha256)
         return {"visual": model_entry(self.visual.card), "detector": entry}
 
-    def run(self, info: MediaInfo) -> VideoResult:
-        """Detect, track and classify faces in frames sampled at ``cfg.fps``."""
+    def run(self, info: MediaInfo, progress: Callable[[str, float], None] | None = None) -> VideoResult:
+        """Detect, track and classify faces in frames sampled at ``cfg.fps``; ``progress("faces",
+        fraction)`` after each frame."""
         cfg = self.cfg
         color = getattr(self.detector, "needs_color", False)
         tracker = IoUTracker(max_gap=max(2.0, 2.5 / cfg.fps))
@@ -98,8 +99,12 @@ class VideoStage:
         bar = tqdm(total=int(info.duration * cfg.fps) + 1, unit="frame", desc=info.path.name[:30],
                    disable=not show, leave=False)
         # Faces are classified in batches: one call per face would cost more than the network.
-        for t, frame, found in self._detected(iter_frames(info, cfg.fps, cfg.detect_width, color=color), color):
+        expected = int(info.duration * cfg.fps) + 1
+        for done, (t, frame, found) in enumerate(
+                self._detected(iter_frames(info, cfg.fps, cfg.detect_width, color=color), color), 1):
             bar.update(1)
+            if progress is not None:
+                progress("faces", min(1.0, done / expected))
             if scale is None:
                 scale = info.width / frame.shape[1] if info.width else 1.0
             times.append(t)
@@ -207,11 +212,11 @@ class AudioStage:
         return {"audio": model_entry(self.model.card),
                 "speech_detector": {"file": self.speech.card.name, "sha256": self.speech.card.sha256}}
 
-    def run(self, info: MediaInfo, bounds: list[tuple[float, float]],
-            stop: threading.Event | None = None) -> list[AudioSegment]:
+    def run(self, info: MediaInfo, bounds: list[tuple[float, float]], stop: threading.Event | None = None,
+            progress: Callable[[str, float], None] | None = None) -> list[AudioSegment]:
         """One :class:`AudioSegment` per ``(start, end)`` of ``bounds`` (seconds), scored
         through :func:`multimodal.audio.audio_evidence`. Stops early, returning what it
-        has, when ``stop`` is set."""
+        has, when ``stop`` is set; ``progress("voice", fraction)`` after each batch."""
         model, cfg = self.model, self.cfg
         out: list[AudioSegment] = []
         with tempfile.TemporaryDirectory(prefix="multimodal-") as tmp:
@@ -229,6 +234,8 @@ class AudioStage:
                             continue
                         probs = None if e.probs is None else to_project_labels(e.probs[None], model.card.labels)[0]
                         out.append(AudioSegment(e.dbfs, min(1.0, e.speech / max(end - start, 1e-9)), probs))
+                    if progress is not None:
+                        progress("voice", len(out) / len(bounds))
         return out
 
 

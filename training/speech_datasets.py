@@ -1,12 +1,14 @@
-"""Speech-emotion corpora: RAVDESS, TESS and EmoDB.
+"""Speech-emotion corpora: RAVDESS, CREMA-D, TESS and EmoDB.
 
 Each loader returns a list of :class:`Utterance` (file, label, speaker); the
-audio itself is read later, by the feature cache.
+audio itself is read later, by the feature cache. Files may be WAV, FLAC or
+Ogg (Opus or Vorbis), at any sample rate.
 """
 from __future__ import annotations
 
+import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: The audio model's classes: RAVDESS's eight emotions, named as in the project.
@@ -23,7 +25,7 @@ RAVDESS_FOLDS: tuple[tuple[int, ...], ...] = (
 _TESS_EMOTION = {"neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "angry", "fear": "fear",
                  "disgust": "disgust", "ps": "surprise", "pleasant_surprise": "surprise",
                  "pleasant_surprised": "surprise", "surprise": "surprise", "surprised": "surprise"}
-AUDIO_FILE_SUFFIXES = (".wav", ".flac")
+AUDIO_FILE_SUFFIXES = (".wav", ".flac", ".opus", ".ogg")
 
 #: EmoDB's emotion letters (German initials); boredom (L) has no place among the classes.
 _EMODB_EMOTION = {"W": "angry", "E": "disgust", "A": "fear", "F": "happy", "T": "sad", "N": "neutral"}
@@ -33,13 +35,23 @@ _EMODB_NAME = re.compile(r"^(\d\d)([a-z]\d\d)([A-Z])[a-z]$")
 EMODB_FOLDS: tuple[tuple[int, ...], ...] = ((3, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 
 
+#: CREMA-D's emotion codes; it has no calm and no surprise.
+_CREMAD_EMOTION = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+_CREMAD_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
+#: The crowd's voice-only vote letters in CREMA-D's summaryTable.csv.
+_CREMAD_VOTE = {"A": "angry", "D": "disgust", "F": "fear", "H": "happy", "N": "neutral", "S": "sad"}
+
+
 @dataclass(frozen=True)
 class Utterance:
     """One labelled recording of a speech corpus."""
     path: Path
     label: str  # one of SPEECH_LABELS
-    speaker: str  # "ravdess-02", "tess-OAF", "emodb-03"
+    speaker: str  # "ravdess-02", "tess-OAF", "emodb-03", "cremad-1001"
     fold: int | None = None  # cross-validation fold of the speaker; None: training only (TESS)
+    # What a corpus says besides the label (CREMA-D: sex, age, race, ethnicity,
+    # the emotion raters heard in the voice alone and their agreement in %).
+    info: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def corpus(self) -> str:
@@ -110,12 +122,76 @@ def load_emodb(root: str | Path) -> list[Utterance]:
     return out
 
 
+def cremad_fold(actor: int) -> int:
+    """CREMA-D's speaker-independent fold (0-4) of an actor (1001-1091): the actor number modulo 5.
+
+    Fixed by the number alone, so the folds are the same whoever holds which actors.
+    """
+    return actor % 5
+
+
+def _cremad_info(root: Path) -> dict[str, dict]:
+    """``{file stem: info}`` from the copy's ``manifest.csv``, else from the release's
+    ``VideoDemographics.csv`` and ``summaryTable.csv``; empty when neither is there."""
+    info: dict[str, dict] = {}
+    manifest = root / "manifest.csv"
+    if manifest.is_file():
+        with open(manifest, newline="") as fh:
+            for r in csv.DictReader(fh):
+                info[Path(r["file"]).stem] = {
+                    "sex": r.get("sex", ""), "age": r.get("age", ""), "race": r.get("race", ""),
+                    "ethnicity": r.get("ethnicity", ""), "level": r.get("level", ""),
+                    "voice_vote": r.get("voice_vote", ""), "voice_vote_agreement": r.get("voice_vote_agreement", "")}
+        return info
+    people: dict[str, dict] = {}
+    if (root / "VideoDemographics.csv").is_file():
+        with open(root / "VideoDemographics.csv", newline="") as fh:
+            for r in csv.DictReader(fh):
+                people[r["ActorID"]] = {"sex": r["Sex"], "age": r["Age"], "race": r["Race"],
+                                        "ethnicity": r["Ethnicity"]}
+    if (root / "summaryTable.csv").is_file():
+        with open(root / "summaryTable.csv", newline="") as fh:
+            for r in csv.DictReader(fh):
+                name = r["FileName"]
+                info[name] = {**people.get(name.split("_")[0], {}), "voice_vote": r["VoiceVote"],
+                              "voice_vote_agreement": r["VoiceLevel"]}
+    for name in list(info):
+        info[name].setdefault("sex", "")
+    return info
+
+
+def load_cremad(root: str | Path) -> list[Utterance]:
+    """CREMA-D files (``1001_DFA_ANG_XX``: actor, sentence, emotion, level) below ``root``.
+
+    Takes the release's ``AudioWAV/*.wav`` as well as other formats (``.opus``).
+    Each utterance's ``info`` holds the actor's demographics and the emotion
+    crowd raters heard from the voice alone (``voice_vote``, one of the six
+    labels or ``""`` when raters split evenly), with its agreement in percent.
+    """
+    root = Path(root)
+    out, info = [], None
+    for path in sorted(root.rglob("*")):
+        m = _CREMAD_NAME.match(path.stem)
+        if path.suffix.lower() not in AUDIO_FILE_SUFFIXES or not m or m.group(3) not in _CREMAD_EMOTION:
+            continue
+        if info is None:  # the tables sit at the corpus root, above AudioWAV/
+            info = _cremad_info(path.parent.parent) or _cremad_info(path.parent)
+        actor = int(m.group(1))
+        extra = dict(info.get(path.stem, {}))
+        if "voice_vote" in extra:
+            votes = [_CREMAD_VOTE.get(v) for v in extra["voice_vote"].split(":")]
+            extra["voice_vote"] = votes[0] if len(votes) == 1 and votes[0] else ""
+        out.append(Utterance(path, _CREMAD_EMOTION[m.group(3)], f"cremad-{actor}", cremad_fold(actor),
+                             {"sentence": m.group(2), "level": m.group(4), **extra}))
+    return out
+
+
 def load_speech_corpus(*roots: str | Path) -> list[Utterance]:
-    """RAVDESS, TESS and EmoDB files found below any of ``roots``."""
+    """RAVDESS, CREMA-D, TESS and EmoDB files found below any of ``roots``."""
     items = []
     for root in roots:
-        found = load_ravdess(root) + load_tess(root) + load_emodb(root)
+        found = load_ravdess(root) + load_cremad(root) + load_tess(root) + load_emodb(root)
         if not found:
-            raise FileNotFoundError(f"{root}: no RAVDESS, TESS or EmoDB speech files found")
+            raise FileNotFoundError(f"{root}: no RAVDESS, CREMA-D, TESS or EmoDB speech files found")
         items += found
     return items

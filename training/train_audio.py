@@ -191,6 +191,8 @@ def split_name(corpus: str, fold: int) -> str:
     """How a test split is named in cards and reports."""
     if corpus == "emodb":
         return f"EmoDB speakers {', '.join(f'{s:02d}' for s in EMODB_FOLDS[fold])} (held out)"
+    if corpus == "cremad":
+        return f"CREMA-D actors whose number is {fold} modulo 5 (held out)"
     return f"RAVDESS fold {fold}, actors {', '.join(map(str, RAVDESS_FOLDS[fold]))} (held out)"
 
 
