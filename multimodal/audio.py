@@ -155,6 +155,26 @@ def features_from_card(card: ModelCard) -> AudioFeatureConfig:
     return AudioFeatureConfig(**{"level_dbfs": None, **{k: v for k, v in stored.items() if k in known}})
 
 
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax probabilities as if the logits had been divided by ``temperature``.
+
+    ``softmax(z / T)`` is ``p ** (1 / T)`` renormalised, so no logits are needed.
+    Shape (n, classes) in and out; ``temperature`` 1 returns ``probs`` unchanged.
+    """
+    if temperature == 1.0:
+        return probs
+    scaled = np.power(np.clip(probs, 1e-12, 1.0), 1.0 / temperature)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood of labels ``y`` (n,)
+    under ``probs`` (n, classes), searched on a log grid from 0.25 to 8."""
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 241))
+    nll = [-np.mean(np.log(np.clip(apply_temperature(probs, t)[np.arange(len(y)), y], 1e-12, 1.0))) for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
 class AudioModel:
     """The speech-emotion classifier behind a verified model card.
 
@@ -168,6 +188,9 @@ class AudioModel:
         self.card: ModelCard = read_card(model_path, "audio")
         self.features = features_from_card(self.card)
         self.model = load_model(self.card)
+        # Fitted on speakers the model never heard, so that its confidence matches
+        # its accuracy on new voices and fusion weighs it fairly (1: as trained).
+        self.temperature = float(self.card.data.get("calibration", {}).get("temperature", 1.0))
         # librosa's first call imports and compiles a good deal: pay it at load time, not mid-analysis.
         self.predict_proba([np.zeros(self.sample_rate, np.float32)])
 
@@ -191,7 +214,7 @@ class AudioModel:
             raw = self.model.predict_on_batch(np.stack(feats))
         else:
             raw = np.concatenate([self.model.predict_on_batch(f[None]) for f in feats])
-        return np.asarray(raw, dtype=np.float64)
+        return apply_temperature(np.asarray(raw, dtype=np.float64), self.temperature)
 
     def predict_proba(self, clips: list[np.ndarray]) -> np.ndarray:
         """Class probabilities over :data:`EMOTIONS` for each clip, shape (len(clips), 7)."""

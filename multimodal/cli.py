@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--test-fold", type=int, default=ad.test_fold, choices=range(5))
     ta.add_argument("--val-fold", type=int, default=ad.val_fold, choices=range(5))
     ta.add_argument("--cv", action="store_true", help="train and test on all five folds; report mean and std")
+    ta.add_argument("--hold-out-corpus", default=ad.hold_out_corpus, metavar="CORPUS",
+                    help="leave one corpus out (ravdess, cremad, tess, emodb): train on the others, test on all of it")
+    ta.add_argument("--balance", action="store_true",
+                    help="draw every epoch equally from each corpus and, within a corpus, from each class")
     ta.add_argument("--epochs", type=_positive(int), default=ad.epochs)
     ta.add_argument("--patience", type=_positive(int), default=ad.patience)
     ta.add_argument("--seed", type=int, default=ad.seed)
@@ -452,8 +456,11 @@ def cmd_train(args) -> int:
             print(f"{k}: {v['mean']:.4f} ± {v['std']:.4f}")
     else:
         s = train_audio(cfg)
-        print(f"fold {args.test_fold}: 8-class accuracy {s['accuracy_8class']:.4f}, "
-              f"7-class {s['accuracy_7class']:.4f}, UAR {s['uar']:.4f}; report in {args.out / 'report'}")
+        for corpus, r in s["by_corpus"].items():
+            where = f"all of {corpus}" if args.hold_out_corpus else f"fold {args.test_fold}, {corpus}"
+            print(f"{where}: 8-class accuracy {r['accuracy_8class']:.4f}, 7-class {r['accuracy_7class']:.4f}, "
+                  f"UAR {r['uar']:.4f}, ECE {r['ece']:.4f}")
+        print(f"report in {args.out / 'report'}")
     return EXIT_OK
 
 

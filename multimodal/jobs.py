@@ -21,6 +21,7 @@ import shutil
 import sqlite3
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
@@ -250,13 +251,20 @@ class JobRunner:
 
     def __init__(self, store: JobStore, workers: int = 1, base: AnalyzeConfig | None = None):
         self.store, self.workers = store, workers
+        self.base = replace(base or AnalyzeConfig(), quiet=True)
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
         # Spawned, not forked: the server holds threads that a fork would copy broken.
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_ServerWorker.start,
-                                        initargs=(replace(base or AnalyzeConfig(), quiet=True),))
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_ServerWorker.start, initargs=(self.base,))
 
     def submit(self, job_id: str) -> None:
-        future = self.pool.submit(run_job, self.store.data_dir, job_id)
+        try:
+            future = self.pool.submit(run_job, self.store.data_dir, job_id)
+        except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh
+            self.pool = self._new_pool()
+            future = self.pool.submit(run_job, self.store.data_dir, job_id)
         future.add_done_callback(partial(self._check, job_id=job_id))
 
     def _check(self, future: Future, job_id: str) -> None:

@@ -157,6 +157,27 @@ def test_delete_and_rerun(server, face_video):
     assert client.delete(f"/api/analyses/{job}", headers=AUTH).json()["error"] == f"no analysis {job!r}"
 
 
+def test_a_worker_that_dies_fails_its_job_and_the_next_one_runs(server, face_video, tmp_path):
+    import psutil
+    client, _ = server
+    long_clip = write_video(tmp_path / "long.mp4", seconds=30.0, fps=25, size=(640, 480))
+    with open(long_clip, "rb") as fh:
+        job = client.post("/api/analyses", headers=AUTH, files={"file": ("long.mp4", fh)}, data={"fps": "25"}).json()
+    deadline = time.time() + 60
+    while client.get(f"/api/analyses/{job['id']}", headers=AUTH).json()["status"] != "running":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    workers = [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    assert workers
+    for p in workers:
+        p.kill()
+    row = wait_for(client, job["id"], timeout=60)
+    assert row["status"] == "failed" and row["error"].startswith("the analysis stopped")
+    with open(face_video, "rb") as fh:
+        after = client.post("/api/analyses", headers=AUTH, files={"file": ("after.mp4", fh)}).json()
+    assert wait_for(client, after["id"])["status"] == "done"
+
+
 # -- a real server process: restart and browser -------------------------------------------
 
 def free_port() -> int:

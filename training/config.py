@@ -81,3 +81,5 @@ class AudioTrainConfig:
     cache_dir: Path | None = None
     features: AudioFeatureConfig = AudioFeatureConfig()
     augment: AugmentConfig = AugmentConfig()
+    hold_out_corpus: str | None = None  # leave this corpus out entirely: it is the test set
+    balance: bool = False  # draw each epoch equally from every corpus and, within one, every class

@@ -229,22 +229,11 @@ def evaluate_audio_arrays(y: np.ndarray, probs: np.ndarray, out_dir: str | Path,
             "uar": eight["uar"], "cross_entropy": eight["cross_entropy"], "ece": eight["ece"]}
 
 
-def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path, title: str,
-                        cfg: AnalyzeConfig = AnalyzeConfig(), level_dbfs: float | None = None) -> dict:
-    """Score whole recordings exactly as ``analyze`` would, one report per corpus.
-
-    Each file is cut into ``cfg.segment``-second segments, segments with less
-    than ``cfg.min_speech`` s of speech are no evidence, and the others are
-    scored and averaged by duration (:func:`multimodal.audio.recording_distribution`).
-    A recording with no evidence at all counts as an error, predicted as a
-    uniform distribution, and is counted in ``no_evidence``. With
-    ``level_dbfs``, every recording is first scaled to that RMS level, to
-    measure what the recording level does.
-
-    Returns ``{corpus: summary}`` with the metrics of
-    :func:`evaluate_audio_arrays` plus ``n`` and ``no_evidence``.
-    """
-    model, speech = AudioModel(model_path), SpeechDetector()
+def recording_probabilities(model: AudioModel, items: list, cfg: AnalyzeConfig = AnalyzeConfig(),
+                            level_dbfs: float | None = None) -> dict[str, tuple[list, list, list]]:
+    """``{corpus: (labels, distributions, names with no evidence)}`` of whole recordings scored as
+    ``analyze`` scores a file (see :func:`evaluate_recordings`); labels index ``model.card.labels``."""
+    speech = SpeechDetector()
     labels = model.card.labels
     by_corpus: dict[str, tuple[list, list, list]] = {}
     for u in items:
@@ -257,6 +246,30 @@ def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path
         p.append(np.full(len(labels), 1 / len(labels)) if dist is None else dist)
         if dist is None:
             missing.append(u.path.name)
+    return by_corpus
+
+
+def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path, title: str,
+                        cfg: AnalyzeConfig = AnalyzeConfig(), level_dbfs: float | None = None,
+                        temperature: float | None = None) -> dict:
+    """Score whole recordings exactly as ``analyze`` would, one report per corpus.
+
+    Each file is cut into ``cfg.segment``-second segments, segments with less
+    than ``cfg.min_speech`` s of speech are no evidence, and the others are
+    scored and averaged by duration (:func:`multimodal.audio.recording_distribution`).
+    A recording with no evidence at all counts as an error, predicted as a
+    uniform distribution, and is counted in ``no_evidence``. With
+    ``level_dbfs``, every recording is first scaled to that RMS level, to
+    measure what the recording level does.
+
+    ``temperature`` replaces the card's calibration (1: the network's own
+    probabilities). Returns ``{corpus: summary}`` with the metrics of
+    :func:`evaluate_audio_arrays` plus ``n`` and ``no_evidence``.
+    """
+    model = AudioModel(model_path)
+    if temperature is not None:
+        model.temperature = temperature
+    by_corpus = recording_probabilities(model, items, cfg, level_dbfs)
     out = {}
     for corpus, (y, p, missing) in sorted(by_corpus.items()):
         speakers = sorted({u.speaker for u in items if u.corpus == corpus})
@@ -265,6 +278,7 @@ def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path
                  f"scored as analyze scores a file: {cfg.segment:g} s segments, a segment counts when the "
                  f"speech detector hears at least {cfg.min_speech:g} s of speech, segments averaged by duration",
                  *([f"every recording scaled to {level_dbfs:g} dBFS RMS first"] if level_dbfs is not None else []),
+                 f"calibration temperature {model.temperature:g}",
                  f"recordings with no audio evidence: {len(missing)} of {len(y)}"
                  + (f" ({', '.join(missing[:10])}{', …' if len(missing) > 10 else ''})" if missing else "")]
         summary = evaluate_audio_arrays(np.array(y), np.array(p), Path(out_dir) / corpus, f"{title}: {corpus}", notes)

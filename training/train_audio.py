@@ -26,6 +26,7 @@ from multimodal.audio import center_crop_or_pad, load_audio, mfcc_features
 from multimodal.config import AudioFeatureConfig
 from multimodal.models import write_card
 from training.audio_models import cnn1d
+from training.calibrate import calibrate_audio_model
 from training.config import AudioTrainConfig, AugmentConfig
 from training.evaluate import evaluate_recordings
 from training.loop import export_model, fit_resumable, setup_logging
@@ -102,12 +103,41 @@ def random_windows(x: np.ndarray, frames: int, rng: np.random.Generator) -> np.n
     return np.stack([x[i, s:s + frames] for i, s in enumerate(starts)])
 
 
-def split_indices(items: list[Utterance], test_fold: int, val_fold: int):
-    """Indices of the training, validation and test utterances of ``cfg``'s folds."""
+def split_indices(items: list[Utterance], test_fold: int, val_fold: int, hold_out_corpus: str | None = None):
+    """Indices of the training, validation and test utterances.
+
+    By folds: the test fold's speakers of every corpus, the validation fold's,
+    and the rest. With ``hold_out_corpus``, leave one corpus out: all of that
+    corpus is the test set and none of it trains or selects; the validation
+    fold's speakers of the other corpora select, and the rest train.
+    """
+    if hold_out_corpus is not None:
+        test = [i for i, u in enumerate(items) if u.corpus == hold_out_corpus]
+        val = [i for i, u in enumerate(items) if u.corpus != hold_out_corpus and u.fold == val_fold]
+        train = [i for i, u in enumerate(items) if u.corpus != hold_out_corpus and u.fold != val_fold]
+        return np.array(train, int), np.array(val, int), np.array(test, int)
     test = [i for i, u in enumerate(items) if u.fold == test_fold]
     val = [i for i, u in enumerate(items) if u.fold == val_fold]
     train = [i for i, u in enumerate(items) if u.fold not in (test_fold, val_fold)]
-    return np.array(train), np.array(val), np.array(test)
+    return np.array(train, int), np.array(val, int), np.array(test, int)
+
+
+def balanced_draw(corpus: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` row indices drawn with replacement so that each corpus is drawn equally
+    often and, within a corpus, each of its classes equally often.
+
+    A corpus lacking a class (calm and surprise exist in some only) simply
+    spreads its share over the classes it has.
+    """
+    groups = {}
+    for c in np.unique(corpus):
+        in_c = corpus == c
+        groups[c] = [np.flatnonzero(in_c & (y == k)) for k in np.unique(y[in_c])]
+    weights = np.zeros(len(y))
+    for members in groups.values():
+        for rows in members:
+            weights[rows] = 1.0 / (len(groups) * len(members) * len(rows))
+    return rng.choice(len(y), size=n, replace=True, p=weights / weights.sum())
 
 
 def train_audio(cfg: AudioTrainConfig) -> dict:
@@ -123,9 +153,14 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     if val_fold == cfg.test_fold:
         raise ValueError("validation and test folds must differ")
     items = load_speech_corpus(*cfg.data)
-    tr, va, te = split_indices(items, cfg.test_fold, val_fold)
-    log.info("%d utterances: train %d, validation fold %d: %d, test fold %d (actors %s): %d",
-             len(items), len(tr), val_fold, len(va), cfg.test_fold, RAVDESS_FOLDS[cfg.test_fold], len(te))
+    corpora = sorted({u.corpus for u in items})
+    if cfg.hold_out_corpus is not None and cfg.hold_out_corpus not in corpora:
+        raise ValueError(f"--hold-out-corpus {cfg.hold_out_corpus}: not among the corpora found ({', '.join(corpora)})")
+    tr, va, te = split_indices(items, cfg.test_fold, val_fold, cfg.hold_out_corpus)
+    test_name = (f"all of {cfg.hold_out_corpus}" if cfg.hold_out_corpus
+                 else f"test fold {cfg.test_fold} (RAVDESS actors {RAVDESS_FOLDS[cfg.test_fold]})")
+    log.info("%d utterances: train %d, validation fold %d: %d, %s: %d",
+             len(items), len(tr), val_fold, len(va), test_name, len(te))
     if len(tr) == 0 or len(va) == 0:
         raise ValueError(f"{cfg.data}: too few speakers for the requested folds")
     feats = compute_features(items, cfg.features, cfg.augment, cfg.seed, cfg.cache_dir or out / "cache")
@@ -145,17 +180,20 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
         return model
 
+    corpus_all = np.repeat(np.array([items[i].corpus for i in tr]), feats.shape[1])
+
     def train_data(epoch: int):
         rng = np.random.default_rng([cfg.seed, epoch])
-        x = random_windows(x_train_all, frames, rng).astype(np.float32)
-        return (tf.data.Dataset.from_tensor_slices((x, y_train_all))
+        rows = balanced_draw(corpus_all, y_train_all, len(y_train_all), rng) if cfg.balance \
+            else np.arange(len(y_train_all))
+        x = random_windows(x_train_all[rows], frames, rng).astype(np.float32)
+        return (tf.data.Dataset.from_tensor_slices((x, y_train_all[rows]))
                 .shuffle(len(x), seed=cfg.seed + epoch).batch(cfg.batch_size).prefetch(2))
 
     model, state = fit_resumable(build, train_data, (x_val, y[va]), out, epochs=cfg.epochs,
                                  patience=cfg.patience, resume=cfg.resume, log=log)
     model_path = out / "model.keras"
     export_model(out / "checkpoints" / "best.keras", model_path)
-    corpora = sorted({u.corpus for u in items})
     card = dict(input={"shape": ["time", feats.shape[-1]], "dtype": "float32",
                        "description": "MFCC + deltas + delta-deltas, one row per hop; the network pools over time"},
                 preprocessing="mono 16 kHz float waveform -> multimodal.audio.mfcc_features(features) "
@@ -164,17 +202,29 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                 label_mapping="calm -> neutral when merged into the 7 project classes",
                 training={"datasets": corpora,
                           "training_utterances": dict(Counter(items[i].corpus for i in tr)),
-                          "test_fold": cfg.test_fold, "test_actors": list(RAVDESS_FOLDS[cfg.test_fold]),
+                          "test_fold": None if cfg.hold_out_corpus else cfg.test_fold,
+                          "test_actors": None if cfg.hold_out_corpus else list(RAVDESS_FOLDS[cfg.test_fold]),
+                          "held_out_corpus": cfg.hold_out_corpus, "balanced_sampling": cfg.balance,
                           "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
                           "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()})
     write_card(model_path, "audio", SPEECH_LABELS, **card)  # evaluation loads the model through its card
-    results = evaluate_recordings(model_path, [items[i] for i in te], out / "report",
-                                  f"Audio model on held-out speakers of fold {cfg.test_fold}")
-    summary = results["ravdess"]
-    metrics = {"split": split_name("ravdess", cfg.test_fold), "scored_as": "analyze scores a file",
-               **_headline(summary)}
-    for corpus in sorted(results.keys() - {"ravdess"}):  # other held-out speakers, e.g. EmoDB's of this fold
-        metrics[corpus] = {"split": split_name(corpus, cfg.test_fold), **_headline(results[corpus])}
+    test_items = [items[i] for i in te]
+    uncalibrated = evaluate_recordings(model_path, test_items, out / "report_uncalibrated",
+                                       "Audio model (uncalibrated) on held-out speakers", temperature=1.0)
+    calibration = calibrate_audio_model(model_path, [items[i] for i in va],
+                                        f"validation fold {val_fold}: held-out speakers of "
+                                        + ", ".join(sorted({items[i].corpus for i in va})))
+    log.info("calibration: temperature %.3f fitted on the validation speakers (ECE there %.3f -> %.3f)",
+             calibration["temperature"], calibration["ece_before"], calibration["ece_after"])
+    card["calibration"] = calibration
+    results = evaluate_recordings(model_path, test_items, out / "report", f"Audio model on {test_name}")
+    first = cfg.hold_out_corpus or ("ravdess" if "ravdess" in results else sorted(results)[0])
+    summary = results[first]
+    metrics = {"split": split_name(first, cfg.test_fold, cfg.hold_out_corpus), "scored_as": "analyze scores a file",
+               **_headline(summary), "ece_uncalibrated": uncalibrated[first]["ece"]}
+    for corpus in sorted(results.keys() - {first}):  # other held-out speakers, e.g. EmoDB's of this fold
+        metrics[corpus] = {"split": split_name(corpus, cfg.test_fold), **_headline(results[corpus]),
+                           "ece_uncalibrated": uncalibrated[corpus]["ece"]}
     write_card(model_path, "audio", SPEECH_LABELS, **card, metrics=metrics)
     for corpus, r in results.items():
         log.info("test fold %d, %s: 8-class acc %.4f, 7-class acc %.4f, UAR %.4f, no evidence %d of %d",
@@ -187,8 +237,10 @@ def _headline(r: dict) -> dict:
                               "cross_entropy", "ece")}
 
 
-def split_name(corpus: str, fold: int) -> str:
+def split_name(corpus: str, fold: int, hold_out_corpus: str | None = None) -> str:
     """How a test split is named in cards and reports."""
+    if hold_out_corpus is not None:
+        return f"all of {hold_out_corpus} (a corpus never trained or selected on)"
     if corpus == "emodb":
         return f"EmoDB speakers {', '.join(f'{s:02d}' for s in EMODB_FOLDS[fold])} (held out)"
     if corpus == "cremad":

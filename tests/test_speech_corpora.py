@@ -1,0 +1,131 @@
+"""CREMA-D and Opus loaders, the leave-one-corpus-out split, balanced sampling and calibration."""
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import multimodal
+from multimodal.audio import AudioModel, apply_temperature, fit_temperature
+from multimodal.models import write_card
+from tests.conftest import SHARED_DATA
+from tests.media import speech_like, write_wav
+from training.speech_datasets import Utterance, cremad_fold, load_cremad, load_speech_corpus, load_tess
+from training.train_audio import balanced_draw, split_indices
+
+
+def _opus(path, seconds=0.5):
+    sf.write(path, speech_like(seconds), 16000, format="OGG", subtype="OPUS")
+
+
+def test_cremad_release_layout_with_its_tables(tmp_path):
+    root = tmp_path / "CREMA-D"
+    (root / "AudioWAV").mkdir(parents=True)
+    for name in ("1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1005_TIE_NEU_XX", "1005_TIE_XYZ_XX"):
+        sf.write(root / "AudioWAV" / f"{name}.wav", speech_like(0.4), 16000)
+    (root / "VideoDemographics.csv").write_text('"ActorID","Age","Sex","Race","Ethnicity"\n'
+                                                '1001,51,"Male","Caucasian","Not Hispanic"\n'
+                                                '1005,22,"Female","Asian","Not Hispanic"\n')
+    (root / "summaryTable.csv").write_text(
+        '"","FileName","VoiceVote","VoiceLevel","FaceVote","FaceLevel","MultiModalVote","MultiModalLevel"\n'
+        '"1","1001_DFA_ANG_XX","A","80","A","90","A","95"\n'
+        '"2","1001_IEO_HAP_HI","H:N","50","H","60","H","70"\n'
+        '"3","1005_TIE_NEU_XX","N","62.5","N","70","N","80"\n')
+    items = load_cremad(root)
+    assert [(u.path.name, u.label, u.speaker, u.fold) for u in items] == [
+        ("1001_DFA_ANG_XX.wav", "angry", "cremad-1001", 1), ("1001_IEO_HAP_HI.wav", "happy", "cremad-1001", 1),
+        ("1005_TIE_NEU_XX.wav", "neutral", "cremad-1005", 0)]
+    assert items[0].info["sex"] == "Male" and items[0].info["voice_vote"] == "angry"
+    assert items[0].info["voice_vote_agreement"] == "80" and items[1].info["level"] == "HI"
+    assert items[1].info["voice_vote"] == ""  # raters split between happy and neutral
+    assert items[2].info["race"] == "Asian" and items[0].corpus == "cremad"
+    assert [cremad_fold(a) for a in (1001, 1005, 1091)] == [1, 0, 1]
+
+
+def test_cremad_opus_copy_with_manifest_and_tess_opus(tmp_path):
+    (tmp_path / "cremad" / "AudioOpus").mkdir(parents=True)
+    _opus(tmp_path / "cremad" / "AudioOpus" / "1002_DFA_SAD_LO.opus")
+    (tmp_path / "cremad" / "manifest.csv").write_text(
+        "file,actor,sentence,emotion,level,label,sex,age,race,ethnicity,voice_vote,voice_vote_agreement\n"
+        "AudioOpus/1002_DFA_SAD_LO.opus,1002,DFA,SAD,LO,sad,Female,21,Caucasian,Not Hispanic,S,60\n")
+    (tmp_path / "tess" / "YAF_sad").mkdir(parents=True)
+    _opus(tmp_path / "tess" / "YAF_sad" / "YAF_back_sad.opus")
+    [c] = load_cremad(tmp_path / "cremad")
+    assert (c.label, c.fold, c.info["voice_vote"], c.info["age"]) == ("sad", 2, "sad", "21")
+    [t] = load_tess(tmp_path / "tess")
+    assert (t.label, t.speaker, t.fold) == ("sad", "tess-YAF", None)
+    both = load_speech_corpus(tmp_path / "cremad", tmp_path / "tess")
+    assert sorted(u.corpus for u in both) == ["cremad", "tess"]
+    from multimodal.audio import load_audio
+    assert load_audio(t.path, 16000).size == pytest.approx(8000, abs=400)
+
+
+def _items():
+    out = []
+    for corpus, n, folds in (("ravdess", 40, True), ("cremad", 60, True), ("tess", 20, False), ("emodb", 10, True)):
+        for i in range(n):
+            out.append(Utterance(__file__, ("angry", "sad", "happy")[i % 3], f"{corpus}-{i % 10}",
+                                 i % 5 if folds else None))
+    return out
+
+
+@pytest.mark.parametrize("corpus", ["ravdess", "cremad", "tess", "emodb"])
+def test_leave_one_corpus_out_never_puts_a_corpus_on_both_sides(corpus):
+    items = _items()
+    tr, va, te = split_indices(items, 0, 1, hold_out_corpus=corpus)
+    assert {items[i].corpus for i in te} == {corpus}
+    assert corpus not in {items[i].corpus for i in np.concatenate([tr, va])}
+    assert len(tr) + len(va) + len(te) == len(items) and not set(tr) & set(va)
+    assert {items[i].fold for i in va} == {1}
+
+
+def test_balanced_draw_evens_out_corpora_and_classes():
+    corpus = np.array(["big"] * 900 + ["small"] * 100)
+    y = np.array([0] * 800 + [1] * 100 + [0] * 50 + [2] * 50)
+    rows = balanced_draw(corpus, y, 20000, np.random.default_rng(0))
+    by_corpus = Counter(corpus[rows])
+    assert abs(by_corpus["big"] - by_corpus["small"]) < 600
+    big = rows[corpus[rows] == "big"]
+    assert abs(np.mean(y[big] == 0) - 0.5) < 0.03  # 800 against 100, drawn evenly
+
+
+def test_temperature_fit_and_application():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 2000)
+    right = rng.random(2000) < 0.5  # right half the time, always 97% sure: overconfident
+    pred = np.where(right, y, (y + 1) % 4)
+    probs = np.full((2000, 4), 0.01)
+    probs[np.arange(2000), pred] = 0.97
+    t = fit_temperature(probs, y)
+    assert t > 1.5
+    calibrated = apply_temperature(probs, t)
+    assert np.allclose(calibrated.sum(1), 1) and abs(calibrated.max(1).mean() - 0.5) < 0.05
+    assert np.array_equal(apply_temperature(probs, 1.0), probs)
+
+
+def test_analyze_applies_the_cards_temperature(tiny_models, tmp_path):
+    hot = tmp_path / "audio_t4.keras"
+    shutil.copy(tiny_models["audio"], hot)
+    card = json.loads((tiny_models["audio"].parent / "audio.keras.json").read_text())
+    write_card(hot, "audio", card["labels"], features=card["features"], calibration={"temperature": 4.0})
+    assert AudioModel(hot).temperature == 4.0 and AudioModel(tiny_models["audio"]).temperature == 1.0
+    wav = write_wav(tmp_path / "voice.wav", 4.0)
+    seen = {}
+    for name, model in (("plain", tiny_models["audio"]), ("hot", hot)):
+        seg = multimodal.analyze(wav, audio_model=model, visual_model=tiny_models["visual"]).segments
+        seen[name] = seg[[c for c in seg.columns if c.startswith("audio_")]].to_numpy(float)
+    assert not np.isnan(seen["plain"]).any()
+    # flatter: the largest probability of every segment moves towards uniform
+    assert (seen["hot"].max(1) < seen["plain"].max(1)).all()
+
+
+@pytest.mark.data
+def test_shared_cremad_and_tess_opus_load():
+    items = load_cremad(SHARED_DATA / "cremad")
+    assert len(items) == 4907 and len({u.speaker for u in items}) == 60
+    assert {u.fold for u in items} == {0, 1, 2, 3, 4}
+    assert len(load_tess(SHARED_DATA / "tess")) >= 1399
