@@ -27,14 +27,47 @@ from multimodal.config import EMOTIONS
 from multimodal.models import card_path, write_card
 
 
-def clip_label(model: Path, clip: Path) -> tuple[str, np.ndarray]:
-    """The label ``analyze`` gives a whole clip from its faces: the argmax of the mean segment distribution."""
+def pooled(frames: np.ndarray, how: str) -> np.ndarray:
+    """One distribution from a clip's per-frame face distributions (n, 7).
+
+    ``mean``: every frame alike; ``top25``: the mean of the quarter of frames
+    least like neutral (a brief expression is not drowned by talking and
+    resting frames); ``max``: each class's peak, renormalised; ``baseline``:
+    the mean after removing the clip's own typical frame (its median), so
+    what stays is what departs from the person's resting face.
+    """
+    if how == "mean":
+        return frames.mean(axis=0)
+    if how == "top25":
+        k = max(1, len(frames) // 4)
+        keep = np.argsort(frames[:, EMOTIONS.index("neutral")])[:k]
+        return frames[keep].mean(axis=0)
+    if how == "max":
+        peak = frames.max(axis=0)
+        return peak / peak.sum()
+    if how == "baseline":
+        shifted = np.clip(frames.mean(axis=0) - np.median(frames, axis=0), 0, None) + 1e-6
+        return shifted / shifted.sum()
+    raise ValueError(how)
+
+
+POOLINGS = ("segments", "mean", "top25", "max", "baseline")
+
+
+def clip_labels(model: Path, clip: Path) -> dict[str, str]:
+    """The label of a whole clip under each pooling: ``segments`` is what ``analyze`` gives (the
+    argmax of the mean segment distribution); the others pool the faces' frames (see :func:`pooled`)."""
     result = analyze(clip, visual_model=model, quiet=True, force=True)
     seg = result.segments
     dist = seg[[f"visual_{e}" for e in EMOTIONS]].to_numpy(dtype=float)
     dist = dist[~np.isnan(dist).any(axis=1)]
-    mean = dist.mean(axis=0) if len(dist) else np.full(len(EMOTIONS), np.nan)
-    return (EMOTIONS[int(np.nanargmax(mean))] if len(dist) else "no face"), mean
+    if not len(dist):
+        return dict.fromkeys(POOLINGS, "no face")
+    labels = {"segments": EMOTIONS[int(np.argmax(dist.mean(axis=0)))]}
+    frames = result.faces[[f"p_{e}" for e in EMOTIONS]].to_numpy(dtype=float)
+    for how in POOLINGS[1:]:
+        labels[how] = EMOTIONS[int(np.argmax(pooled(frames, how)))]
+    return labels
 
 
 def main(argv=None) -> dict:
@@ -42,31 +75,37 @@ def main(argv=None) -> dict:
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--model", action="append", type=Path, required=True)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--pooling", choices=POOLINGS, nargs="+", default=["segments"],
+                        help="how a clip's frames become one label (default: as analyze)")
     args = parser.parse_args(argv)
     results: dict = {}
     for model in args.model:
         if not card_path(model).exists():
             write_card(model, "visual", EMOTIONS, input={"shape": [48, 48, 1]})
-        per_folder, per_class, called_neutral, clips = {}, defaultdict(lambda: [0, 0]), [0, 0], []
+        clips = []
         for folder in args.folders:
             with open(folder / "manifest.csv", newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if r["label"] in EMOTIONS]
-            right = 0
             for r in rows:
-                got, _ = clip_label(model, folder / r["file"])
-                right += got == r["label"]
-                per_class[r["label"]][0] += got == r["label"]
-                per_class[r["label"]][1] += 1
-                if r["label"] != "neutral":
+                clips.append({"folder": folder.name, "file": r["file"], "label": r["label"],
+                              "predicted": clip_labels(model, folder / r["file"])})
+        for how in args.pooling:
+            per_folder: dict = defaultdict(lambda: [0, 0])
+            per_class: dict = defaultdict(lambda: [0, 0])
+            called_neutral = [0, 0]
+            for c in clips:
+                got = c["predicted"][how]
+                for counts in (per_folder[c["folder"]], per_class[c["label"]]):
+                    counts[0] += got == c["label"]
+                    counts[1] += 1
+                if c["label"] != "neutral":
                     called_neutral[0] += got == "neutral"
                     called_neutral[1] += 1
-                clips.append({"folder": folder.name, "file": r["file"], "label": r["label"], "predicted": got})
-            per_folder[folder.name] = [right, len(rows)]
-        results[str(model)] = {"per_folder": per_folder, "per_class": dict(per_class),
-                               "called_neutral": called_neutral, "clips": clips}
-        print(f"{model}: " + ", ".join(f"{k} {a} of {n}" for k, (a, n) in per_folder.items())
-              + "; per class " + ", ".join(f"{k} {a}/{n}" for k, (a, n) in sorted(per_class.items()))
-              + f"; non-neutral clips called neutral {called_neutral[0]} of {called_neutral[1]}", flush=True)
+            results[f"{model} ({how})"] = {"per_folder": dict(per_folder), "per_class": dict(per_class),
+                                           "called_neutral": called_neutral, "clips": clips}
+            print(f"{model} ({how}): " + ", ".join(f"{k} {a} of {n}" for k, (a, n) in per_folder.items())
+                  + "; per class " + ", ".join(f"{k} {a}/{n}" for k, (a, n) in sorted(per_class.items()))
+                  + f"; non-neutral clips called neutral {called_neutral[0]} of {called_neutral[1]}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return results

@@ -246,10 +246,10 @@ def test_an_unexpected_failure_on_one_file_does_not_stop_the_batch(tiny_models, 
     from multimodal import pipeline
     real = pipeline.Analyzer.analyze
 
-    def flaky(self, path):
+    def flaky(self, path, progress=None):
         if Path(path).name == "bad.mp4":
             raise RuntimeError("boom\nsecond line")
-        return real(self, path)
+        return real(self, path, progress)
 
     monkeypatch.setattr(pipeline.Analyzer, "analyze", flaky)
     shutil.copy(face_video, tmp_path / "bad.mp4")
@@ -267,13 +267,13 @@ def test_a_failing_video_stage_stops_the_audio_stage(tiny_models, face_video, tm
     scored = []
     real_audio_run = stages.AudioStage.run
 
-    def slow_audio_run(self, info, bounds, stop=None):
+    def slow_audio_run(self, info, bounds, stop=None, progress=None):
         stop.wait(10)  # the failure below happens while the audio is still being scored
-        result = real_audio_run(self, info, bounds, stop)
+        result = real_audio_run(self, info, bounds, stop, progress)
         scored.extend(a for a in result if a.probs is not None)
         return result
 
-    def failing_video_run(self, info):
+    def failing_video_run(self, info, progress=None):
         raise RuntimeError("decoder exploded")
 
     monkeypatch.setattr(stages.AudioStage, "run", slow_audio_run)
