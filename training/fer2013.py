@@ -46,6 +46,16 @@ def load_fer2013_csv(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarr
     return _stack(images, labels)
 
 
+def read_face(path: Path) -> np.ndarray:
+    """One FER2013 image file as a uint8 (48, 48) grey face (resized if it is another size)."""
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError(f"{path}: missing or unreadable image")
+    if img.shape != (48, 48):
+        img = cv2.resize(img, (48, 48), interpolation=cv2.INTER_AREA)
+    return img
+
+
 def load_fer2013_folders(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Read one split of the folder layout (``train/`` and ``test/``)."""
     _check_split(split)
@@ -63,12 +73,7 @@ def load_fer2013_folders(root: str | Path, split: str) -> tuple[np.ndarray, np.n
                 continue
             if split != "Training" and not file.name.startswith(split + "_"):
                 continue
-            img = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
-            if img is None:
-                raise ValueError(f"{file}: unreadable image")
-            if img.shape != (48, 48):
-                img = cv2.resize(img, (48, 48), interpolation=cv2.INTER_AREA)
-            images.append(img)
+            images.append(read_face(file))
             labels.append(label)
     return _stack(images, labels)
 

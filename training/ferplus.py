@@ -16,11 +16,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from multimodal.config import EMOTIONS
-from training.fer2013 import SPLITS, load_fer2013_csv
+from training.fer2013 import SPLITS, load_fer2013_csv, read_face
 
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
                 "unknown", "NF")
@@ -71,13 +70,7 @@ def load_ferplus_manifest(manifest: str | Path, split: str) -> tuple[np.ndarray,
         for row in csv.DictReader(fh):
             if row["usage"].strip() != split:
                 continue
-            path = manifest.parent / row["file"]
-            img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            if img is None:
-                raise ValueError(f"{path}: missing or unreadable image (named in {manifest})")
-            if img.shape != (48, 48):
-                img = cv2.resize(img, (48, 48), interpolation=cv2.INTER_AREA)
-            faces.append(img)
+            faces.append(read_face(manifest.parent / row["file"]))
             votes.append(_votes(row, str(manifest)))
             folder = Path(row["file"]).parent.name
             if folder not in EMOTIONS:
