@@ -129,3 +129,30 @@ def test_shared_cremad_and_tess_opus_load():
     assert len(items) == 4907 and len({u.speaker for u in items}) == 60
     assert {u.fold for u in items} == {0, 1, 2, 3, 4}
     assert len(load_tess(SHARED_DATA / "tess")) >= 1399
+
+
+def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
+    """A tiny run: RAVDESS-named and EmoDB-named files, EmoDB held out whole, balanced sampling, calibrated."""
+    from multimodal.cli import main
+    from training.speech_datasets import RAVDESS_FOLDS
+    root = tmp_path / "data"
+    for fold in (0, 1, 2):
+        actor = RAVDESS_FOLDS[fold][0]
+        d = root / "ravdess" / f"Actor_{actor:02d}"
+        d.mkdir(parents=True)
+        for e in (1, 3, 4, 5):
+            sf.write(d / f"03-01-{e:02d}-01-01-01-{actor:02d}.wav", speech_like(1.0, seed=e), 16000)
+    (root / "emodb").mkdir()
+    for speaker in ("03", "08"):
+        for letter in ("W", "F", "T", "N"):
+            sf.write(root / "emodb" / f"{speaker}a01{letter}a.wav", speech_like(1.0, seed=ord(letter)), 16000)
+    out = tmp_path / "run"
+    assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
+                 "--balance", "--epochs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "all of emodb: 8-class accuracy" in printed and "ravdess" not in printed.split("report in")[0]
+    card = json.loads((out / "model.keras.json").read_text())
+    assert card["training"]["held_out_corpus"] == "emodb" and card["training"]["balanced_sampling"]
+    assert card["training"]["training_utterances"] == {"ravdess": 8}
+    assert card["calibration"]["temperature"] > 0 and "ece_uncalibrated" in card["metrics"]
+    assert card["metrics"]["split"].startswith("all of emodb")

@@ -150,7 +150,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     log = setup_logging(out, "train_audio")
     keras.utils.set_random_seed(cfg.seed)
     val_fold = cfg.val_fold if cfg.val_fold is not None else (cfg.test_fold + 1) % len(RAVDESS_FOLDS)
-    if val_fold == cfg.test_fold:
+    if val_fold == cfg.test_fold and cfg.hold_out_corpus is None:  # a held-out corpus needs no test fold
         raise ValueError("validation and test folds must differ")
     items = load_speech_corpus(*cfg.data)
     corpora = sorted({u.corpus for u in items})
