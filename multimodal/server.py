@@ -3,7 +3,7 @@
 Import this module only where the ``serve`` extra is installed.
 
 Built on FastAPI (routing, request validation and the OpenAPI description
-at ``/docs`` and ``/openapi.json``), served by uvicorn; python-multipart
+at ``/openapi.json``), served by uvicorn; python-multipart
 parses uploads. Every request but the page's static files needs the access
 token: in the page's cookie (set when the printed URL is opened), an
 ``Authorization: Bearer`` header, or a ``token`` query parameter. Errors are
@@ -158,7 +158,8 @@ def create_app(cfg: ServeConfig, runner: JobRunner | None = None):
         if owned:
             runner.shutdown()
 
-    app = FastAPI(title="multimodal", version=_version(), lifespan=lifespan,
+    # No /docs page: FastAPI's fetches its scripts from a CDN, and this server works offline.
+    app = FastAPI(title="multimodal", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Audio-visual emotion recognition over time. Every call needs the access token "
                               "printed by `multimodal serve`: `Authorization: Bearer TOKEN` or `?token=TOKEN`.")
     app.add_middleware(UploadLimit, limit=int(cfg.max_upload_mb * 2**20))
@@ -359,8 +360,8 @@ def serve(cfg: ServeConfig) -> None:
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     url = f"http://{host}:{cfg.port}/?token={cfg.token}"
     print(f"multimodal serve: open {url}", flush=True)
-    print(f"  data in {cfg.data_dir.resolve()}; {cfg.jobs} analysis at a time; API docs at "
-          f"http://{host}:{cfg.port}/docs (with the token)", flush=True)
+    print(f"  data in {cfg.data_dir.resolve()}; {cfg.jobs} analysis at a time; the API's OpenAPI description "
+          f"at http://{host}:{cfg.port}/openapi.json (with the token)", flush=True)
     if not is_loopback(cfg.host):
         print(f"  warning: listening on {cfg.host}, reachable from other machines; every request needs the "
               "token, and traffic is not encrypted", flush=True)
