@@ -227,8 +227,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                            "ece_uncalibrated": uncalibrated[corpus]["ece"]}
     write_card(model_path, "audio", SPEECH_LABELS, **card, metrics=metrics)
     for corpus, r in results.items():
-        log.info("test fold %d, %s: 8-class acc %.4f, 7-class acc %.4f, UAR %.4f, no evidence %d of %d",
-                 cfg.test_fold, corpus, r["accuracy_8class"], r["accuracy_7class"], r["uar"], r["no_evidence"], r["n"])
+        log.info("%s, %s: 8-class acc %.4f, 7-class acc %.4f, UAR %.4f, no evidence %d of %d",
+                 test_name, corpus, r["accuracy_8class"], r["accuracy_7class"], r["uar"], r["no_evidence"], r["n"])
     return {**summary, "by_corpus": results}
 
 
