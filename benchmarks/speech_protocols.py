@@ -80,7 +80,17 @@ def table(title: str, rows: list[tuple[str, dict]]) -> str:
         recall = ", ".join(f"{k} {v:.2f}" for k, v in r["recall"].items())
         lines.append(f"| {name} | {r['set']} | {r['n']} | {r['accuracy']:.3f} | {r['uar']:.3f} | "
                      f"{before} → {r['ece']:.3f} | {recall} |")
+    if len(rows) > 1:
+        lines.append(mean_row([r for _, r in rows]))
     return "\n".join(lines) + "\n"
+
+
+def mean_row(rows: list[dict]) -> str:
+    """Unweighted mean over the rows (folds or corpora), as protocols are usually summarised."""
+    def mean(key):
+        return sum(r[key] for r in rows) / len(rows)
+    return (f"| **mean of {len(rows)}** | | {sum(r['n'] for r in rows)} | **{mean('accuracy'):.3f}** | "
+            f"**{mean('uar'):.3f}** | → {mean('ece'):.3f} | |")
 
 
 def main() -> None:
@@ -90,6 +100,7 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="train the runs that are missing or unfinished")
     parser.add_argument("--balance", action="store_true", help="train with corpus- and class-balanced sampling")
     parser.add_argument("--only", nargs="+", help="these runs only (fold0 … fold4, loco_ravdess …)")
+    parser.add_argument("--json", type=Path, help="also write the figures of every run here")
     args = parser.parse_args()
     names = run_names(args.only)
     if args.train:
@@ -97,13 +108,16 @@ def main() -> None:
             if not (args.runs / name / "model.keras.json").exists():
                 train(args.runs / name, args.data, args.balance)
     results = {name: held_out(args.runs / name) for name in names}
-    for corpus, title in (("ravdess", "RAVDESS, 5 folds by actor"), ("cremad", "CREMA-D, 5 folds by actor")):
+    for corpus, title in (("ravdess", "RAVDESS, 5 folds by actor"), ("cremad", "CREMA-D, 5 folds by actor"),
+                          ("emodb", "EmoDB, 5 folds of two speakers")):
         rows = [(n, {**r[corpus], "set": f"{corpus} fold {n[4:]}"}) for n, r in results.items()
                 if n.startswith("fold") and corpus in r]
         print(table(title, rows))
     rows = [(n, {**r[n[5:]], "set": f"all of {n[5:]} (chance {CHANCE[n[5:]]:.2f})"}) for n, r in results.items()
             if n.startswith("loco_") and n[5:] in r]
     print(table("Leave one corpus out", rows))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
     missing = [n for n in names if not results[n]]
     if missing:
         print(f"not run yet: {', '.join(missing)}")

@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare-fusion", help="score every fusion strategy on the same paired data")
     c.add_argument("--fer", type=Path, help="FER2013 (csv or folders), for pseudo-pairs")
-    c.add_argument("--ravdess", type=Path, help="RAVDESS speech folder, for pseudo-pairs")
+    c.add_argument("--speech", "--ravdess", type=Path, nargs="+",
+                   help="speech corpora (RAVDESS, CREMA-D, EmoDB folders) whose fold 0 and 1 voices pair with faces")
     c.add_argument("--clips", type=Path, help="labelled audio-visual clips (RAVDESS video names or manifest.csv)")
     c.add_argument("--visual-model", type=Path, default=defaults.visual_model)
     c.add_argument("--audio-model", type=Path, default=defaults.audio_model)

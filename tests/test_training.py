@@ -369,6 +369,24 @@ def test_compare_fusion_on_pseudo_pairs(fer_dirs, ravdess_dir, tiny_models, tmp_
     assert again["results"]["stacking"]["ci95"] == rep["results"]["stacking"]["ci95"]
 
 
+def test_compare_fusion_pairs_voices_of_several_corpora(fer_dirs, ravdess_dir, tiny_models, tmp_path):
+    """CREMA-D actors 1005 (fold 0) and 1001 (fold 1) join RAVDESS's; TESS, without folds, never pairs."""
+    cremad = tmp_path / "cremad" / "AudioWAV"
+    cremad.mkdir(parents=True)
+    for actor in (1001, 1005):
+        for i, emo in enumerate(("ANG", "SAD", "NEU")):
+            sf.write(cremad / f"{actor}_IEO_{emo}_HI.wav", speech_like(1.0, seed=actor + i), 16000)
+    (tmp_path / "tess" / "OAF_angry").mkdir(parents=True)
+    sf.write(tmp_path / "tess" / "OAF_angry" / "OAF_back_angry.wav", speech_like(1.0), 16000)
+    out = tmp_path / "cf"
+    assert main(["compare-fusion", "--fer", str(fer_dirs / "folders"), "--speech", str(ravdess_dir),
+                 str(tmp_path / "cremad"), str(tmp_path / "tess"), "--visual-model", str(tiny_models["visual"]),
+                 "--audio-model", str(tiny_models["audio"]), "--out", str(out), "--bootstrap", "20"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["n_test"] == 16 + 3 and rep["n_validation"] == 16 + 3
+    assert "CREMA-D 3" in rep["test"] and "RAVDESS 16" in rep["test"] and "TESS" not in rep["test"]
+
+
 def test_compare_fusion_on_real_clips(tiny_models, tmp_path):
     from tests.media import write_video
     clips = tmp_path / "clips"
@@ -408,10 +426,17 @@ def test_ship_writes_the_model_and_its_checked_tflite_export(tiny_models, tmp_pa
     run.mkdir()
     shutil.copy(tiny_models["visual"], run / "model.keras")
     write_card(run / "model.keras", "visual", EMOTIONS, input={"shape": [48, 48, 1]}, metrics={"accuracy": 0.5})
+    (run / "report" / "fer2013").mkdir(parents=True)
+    (run / "report" / "fer2013" / "report.md").write_text("# new\n")
     target = tmp_path / "models" / "visual_default.keras"
-    target.parent.mkdir()
+    kept = tmp_path / "models" / "reports" / "visual_default" / "cross_dataset.md"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("# written by hand\n")
     message = ship(run, target, "accuracy")
     assert message.startswith("shipped visual_default.keras") and "same top class" in message
+    assert kept.read_text() == "# written by hand\n"  # the run's report joins, nothing else is removed
+    assert (kept.parent / "fer2013" / "report.md").read_text() == "# new\n"
+    assert read_card(target, "visual").data["report"] == "reports/visual_default/fer2013/report.md"
     lite = read_card(target.with_suffix(".tflite"), "visual")
     assert lite.data["exported_from"]["sha256"] == read_card(target, "visual").sha256
     assert lite.data["metrics"] == {"accuracy": 0.5}

@@ -8,11 +8,12 @@ Two kinds of pairs:
   (``01-01-EE-…`` / ``02-01-EE-…``; the actor's fold decides test or
   validation) or from ``manifest.csv`` (``path,label[,split]``; without a
   split column a seeded half of the clips is validation).
-* **Pseudo-pairs** (``--fer`` and ``--ravdess``): each RAVDESS utterance of
-  held-out actors is paired with a FER2013 face of the same emotion (calm
-  counts as neutral), drawn with a seeded generator. Test pairs: RAVDESS
-  fold 0 with FER2013 PrivateTest. Validation pairs, from which strategies
-  learn: RAVDESS fold 1 with PublicTest. Pseudo-pairs make the two
+* **Pseudo-pairs** (``--fer`` and ``--speech``): each utterance of held-out
+  speakers (RAVDESS, CREMA-D and EmoDB; TESS has no folds) is paired with a
+  FER2013 face of the same emotion (calm counts as neutral), drawn with a
+  seeded generator. Test pairs: the speakers of fold 0 with FER2013
+  PrivateTest. Validation pairs, from which strategies learn: the speakers
+  of fold 1 with PublicTest. Pseudo-pairs make the two
   modalities independent given the label, which real clips are not: they
   show what fusion can gain at best.
 """
@@ -22,6 +23,7 @@ import csv
 import hashlib
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,8 +47,9 @@ from training.metrics import (
     expected_calibration_error,
     plot_confusion,
 )
-from training.speech_datasets import load_ravdess, parse_ravdess_name, ravdess_fold
+from training.speech_datasets import load_speech_corpus, parse_ravdess_name, ravdess_fold
 
+NAMES = {"ravdess": "RAVDESS", "cremad": "CREMA-D", "emodb": "EmoDB", "tess": "TESS"}
 PSEUDO_NOTE = ("Pseudo-pairs join a face and a voice that share only the label, so the modalities are "
                "independent given the label; in real clips they are correlated (same person, same moment), "
                "and fusion gains are smaller.")
@@ -92,13 +95,16 @@ def _cached(cache: Path, key: str, compute, *args):
     return value
 
 
-def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path, cache: Path, seed: int
-                 ) -> tuple[PairedPredictions, PairedPredictions]:
-    """Validation and test pseudo-pairs with both models' predictions (cached by model checksum)."""
+def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path, audio_model: Path, cache: Path,
+                 seed: int) -> tuple[PairedPredictions, PairedPredictions]:
+    """Validation and test pseudo-pairs with both models' predictions (cached by model checksum).
 
+    ``speech`` is one folder or several (any corpora ``load_speech_corpus`` reads); the voices are those of
+    the speakers of fold 1 (validation) and fold 0 (test) of every corpus with folds.
+    """
     vsum, asum = sha256_of(visual_model), sha256_of(audio_model)
     vm = am = None
-    utterances = load_ravdess(ravdess)
+    utterances = load_speech_corpus(*([speech] if isinstance(speech, (str, Path)) else speech))
     out = []
     for split, fold in (("PublicTest", 1), ("PrivateTest", 0)):
         x, yf = load_fer2013(fer, split, cache)
@@ -111,7 +117,7 @@ def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path
         pv_all = _cached(cache, f"visual|{vsum}|{Path(fer).resolve()}|{split}", faces, x)
         items = [u for u in utterances if u.fold == fold]
         if not items:
-            raise FileNotFoundError(f"{ravdess}: no utterances of RAVDESS fold {fold}")
+            raise FileNotFoundError(f"{speech}: no utterances of speakers of fold {fold}")
 
         def voices(items):
             # Each utterance scored as analyze scores a file; no speech heard: no audio evidence (NaN).
@@ -129,7 +135,8 @@ def pseudo_pairs(fer: Path, ravdess: Path, visual_model: Path, audio_model: Path
         pa = _cached(cache, f"audio-analyze-path|{asum}|{[str(u.path) for u in items]}", voices, items)
         y = np.array([_seven_class(u.label) for u in items])
         idx = pair_indices(yf, y, seed + fold)
-        out.append(PairedPredictions(pv_all[idx], pa, y, f"RAVDESS fold {fold} voices x FER2013 {split} faces"))
+        corpora = ", ".join(f"{NAMES.get(c, c)} {n}" for c, n in sorted(Counter(u.corpus for u in items).items()))
+        out.append(PairedPredictions(pv_all[idx], pa, y, f"fold {fold} voices ({corpora}) x FER2013 {split} faces"))
     return out[0], out[1]
 
 
@@ -277,7 +284,7 @@ class CompareFusionConfig:
     out: Path  # report directory
     clips: Path | None = None  # labelled audio-visual clips
     fer: Path | None = None  # FER2013, for pseudo-pairs with ...
-    ravdess: Path | None = None  # ... RAVDESS speech
+    speech: tuple[Path, ...] | None = None  # ... speech corpora with folds (RAVDESS, CREMA-D, EmoDB)
     visual_model: Path = DEFAULT_VISUAL_MODEL
     audio_model: Path = DEFAULT_AUDIO_MODEL
     seed: int = 0
@@ -294,14 +301,14 @@ def run_compare_fusion(args: CompareFusionConfig) -> dict:
         val, test = real_clip_pairs(args.clips, args.visual_model, args.audio_model, cache, args.seed)
         notes = [f"Test: {test.description}; validation: {val.description}.",
                  "Real clips: faces and voice come from the same person and moment."]
-    elif args.fer and args.ravdess:
-        val, test = pseudo_pairs(args.fer, args.ravdess, args.visual_model, args.audio_model, cache, args.seed)
+    elif args.fer and args.speech:
+        val, test = pseudo_pairs(args.fer, tuple(args.speech), args.visual_model, args.audio_model, cache, args.seed)
         notes = [f"Test pairs: {test.description}; validation pairs (all fitting): {val.description}.",
                  PSEUDO_NOTE,
-                 "The audio model used RAVDESS fold 1 for early stopping, so its validation predictions are "
-                 "slightly optimistic; weights fitted there may lean towards audio."]
+                 "The audio model used the fold 1 speakers for early stopping (and its temperature), so its "
+                 "validation predictions are slightly optimistic; weights fitted there may lean towards audio."]
     else:
-        raise InputError("compare-fusion needs --clips DIR, or both --fer and --ravdess for pseudo-pairs")
+        raise InputError("compare-fusion needs --clips DIR, or both --fer and --speech for pseudo-pairs")
     scored = score_methods(val, test, args.bootstrap, args.seed)
     results = scored["results"]
     singles = ("visual only", "audio only")

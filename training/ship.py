@@ -38,8 +38,16 @@ def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict 
     fields.update(extra or {})
     reports = target.parent / "reports" / target.stem
     if (run / "report").is_dir():
-        shutil.rmtree(reports, ignore_errors=True)
-        shutil.copytree(run / "report", reports)
+        # Replace what the run reports, keep what else is there (cross-validation, cross-corpus write-ups).
+        for entry in (run / "report").iterdir():
+            old = reports / entry.name
+            if old.is_dir():
+                shutil.rmtree(old)
+            if entry.is_dir():
+                shutil.copytree(entry, old)
+            else:
+                reports.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(entry, old)
         # An audio run reports per corpus (report/ravdess/report.md): point at the first.
         main = next(iter(sorted(reports.rglob("report.md"), key=lambda p: len(p.parts))), reports / "report.md")
         fields["report"] = str(main.relative_to(target.parent))
