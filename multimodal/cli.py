@@ -243,9 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     ea = esub.add_parser("audio", help="on the held-out speakers of one fold (0 by default), as analyze scores files")
     ea.add_argument("--model", type=Path, default=defaults.audio_model,
                     help="a .keras or .tflite model with its card (default: the shipped model)")
-    ea.add_argument("--data", required=True, type=Path, nargs="+", help="folders with RAVDESS and/or EmoDB files")
+    ea.add_argument("--data", required=True, type=Path, nargs="+", help="folders with RAVDESS, CREMA-D and/or EmoDB files")
     ea.add_argument("--out", required=True, type=Path)
     ea.add_argument("--test-fold", type=int, default=0, choices=range(5))
+    ea.add_argument("--snr-db", type=float, help="add white noise this many dB below each recording's level first")
 
     c = sub.add_parser("compare-fusion", help="score every fusion strategy on the same paired data")
     c.add_argument("--fer", type=Path, help="FER2013 (csv or folders), for pseudo-pairs")
@@ -502,7 +503,8 @@ def cmd_evaluate(args) -> int:
               f"ECE {s['ece']:.4f}, {s['called_neutral']:.1%} of non-neutral faces called neutral, "
               f"{s['ms_per_face']:.2f} ms/face; report in {args.out}")
     else:
-        results = evaluate_audio_model(args.model, args.data, args.out, test_fold=args.test_fold)
+        results = evaluate_audio_model(args.model, args.data, args.out, test_fold=args.test_fold,
+                                       snr_db=args.snr_db)
         for corpus, s in results.items():
             print(f"fold {args.test_fold}, {corpus}: 8-class accuracy {s['accuracy_8class']:.4f}, 7-class "
                   f"{s['accuracy_7class']:.4f}, UAR {s['uar']:.4f}, {s['no_evidence']} of {s['n']} recordings "

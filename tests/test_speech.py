@@ -125,6 +125,22 @@ def test_evaluate_audio_scores_files_as_analyze_does(tiny_models, voice, tmp_pat
     assert "1 of 3 recordings with no audio evidence" in capsys.readouterr().out
 
 
+def test_added_noise_has_the_asked_snr_and_is_the_same_every_run(voice, tiny_models, tmp_path):
+    from training.evaluate import add_noise
+    wave = at_level(voice, -30)
+    noisy = add_noise(wave, 10.0, "a.wav")
+    assert rms_dbfs(noisy - wave) == pytest.approx(-40.0, abs=0.3)
+    np.testing.assert_array_equal(noisy, add_noise(wave, 10.0, "a.wav"))
+    assert not np.array_equal(noisy, add_noise(wave, 10.0, "b.wav"))
+    actor = tmp_path / "data" / "Actor_02"
+    actor.mkdir(parents=True)
+    sf.write(actor / "03-01-05-01-01-01-02.wav", wave, 16000)
+    assert main(["evaluate", "audio", "--model", str(tiny_models["audio"]), "--data", str(tmp_path / "data"),
+                 "--snr-db", "10", "--out", str(tmp_path / "report")]) == EXIT_OK
+    report = json.loads((tmp_path / "report" / "ravdess" / "report.json").read_text())
+    assert "white noise added at 10 dB SNR first" in report["notes"]
+
+
 # ------------------------------------------------------------- real speech
 
 @pytest.mark.data

@@ -229,8 +229,21 @@ def evaluate_audio_arrays(y: np.ndarray, probs: np.ndarray, out_dir: str | Path,
             "uar": eight["uar"], "cross_entropy": eight["cross_entropy"], "ece": eight["ece"]}
 
 
+def add_noise(wave: np.ndarray, snr_db: float, seed: str) -> np.ndarray:
+    """``wave`` plus white noise ``snr_db`` dB below the recording's RMS (pauses included).
+
+    The noise is drawn from a generator seeded by ``seed`` (a file name), so a
+    recording gets the same noise in every run.
+    """
+    rng = np.random.default_rng(list(seed.encode()))
+    rms = 10 ** (rms_dbfs(wave) / 20)
+    noise = rng.standard_normal(len(wave)) * rms * 10 ** (-snr_db / 20)
+    return (wave + noise).astype(np.float32)
+
+
 def recording_probabilities(model: AudioModel, items: list, cfg: AnalyzeConfig = AnalyzeConfig(),
-                            level_dbfs: float | None = None) -> dict[str, tuple[list, list, list]]:
+                            level_dbfs: float | None = None, snr_db: float | None = None
+                            ) -> dict[str, tuple[list, list, list]]:
     """``{corpus: (labels, distributions, names with no evidence)}`` of whole recordings scored as
     ``analyze`` scores a file (see :func:`evaluate_recordings`); labels index ``model.card.labels``."""
     speech = SpeechDetector()
@@ -238,6 +251,8 @@ def recording_probabilities(model: AudioModel, items: list, cfg: AnalyzeConfig =
     by_corpus: dict[str, tuple[list, list, list]] = {}
     for u in items:
         wave = load_audio(u.path, model.sample_rate)
+        if snr_db is not None:
+            wave = add_noise(wave, snr_db, u.path.name)
         if level_dbfs is not None:
             wave = wave * np.float32(10 ** ((level_dbfs - rms_dbfs(wave)) / 20))
         dist = recording_distribution(wave, model, speech, cfg.segment, cfg.min_speech)
@@ -251,7 +266,7 @@ def recording_probabilities(model: AudioModel, items: list, cfg: AnalyzeConfig =
 
 def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path, title: str,
                         cfg: AnalyzeConfig = AnalyzeConfig(), level_dbfs: float | None = None,
-                        temperature: float | None = None) -> dict:
+                        temperature: float | None = None, snr_db: float | None = None) -> dict:
     """Score whole recordings exactly as ``analyze`` would, one report per corpus.
 
     Each file is cut into ``cfg.segment``-second segments, segments with less
@@ -260,7 +275,8 @@ def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path
     A recording with no evidence at all counts as an error, predicted as a
     uniform distribution, and is counted in ``no_evidence``. With
     ``level_dbfs``, every recording is first scaled to that RMS level, to
-    measure what the recording level does.
+    measure what the recording level does; with ``snr_db``, white noise that
+    many dB below the recording's RMS is added first (:func:`add_noise`).
 
     ``temperature`` replaces the card's calibration (1: the network's own
     probabilities). Returns ``{corpus: summary}`` with the metrics of
@@ -269,7 +285,7 @@ def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path
     model = AudioModel(model_path)
     if temperature is not None:
         model.temperature = temperature
-    by_corpus = recording_probabilities(model, items, cfg, level_dbfs)
+    by_corpus = recording_probabilities(model, items, cfg, level_dbfs, snr_db)
     out = {}
     for corpus, (y, p, missing) in sorted(by_corpus.items()):
         speakers = sorted({u.speaker for u in items if u.corpus == corpus})
@@ -277,6 +293,7 @@ def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path
                  f"speakers: {', '.join(speakers)}",
                  f"scored as analyze scores a file: {cfg.segment:g} s segments, a segment counts when the "
                  f"speech detector hears at least {cfg.min_speech:g} s of speech, segments averaged by duration",
+                 *([f"white noise added at {snr_db:g} dB SNR first"] if snr_db is not None else []),
                  *([f"every recording scaled to {level_dbfs:g} dBFS RMS first"] if level_dbfs is not None else []),
                  f"calibration temperature {model.temperature:g}",
                  f"recordings with no audio evidence: {len(missing)} of {len(y)}"
@@ -286,20 +303,24 @@ def evaluate_recordings(model_path: str | Path, items: list, out_dir: str | Path
     return out
 
 
-def evaluate_audio_model(model_path: str | Path, data: list[Path], out_dir: str | Path, test_fold: int = 0) -> dict:
+def evaluate_audio_model(model_path: str | Path, data: list[Path], out_dir: str | Path, test_fold: int = 0,
+                         snr_db: float | None = None) -> dict:
     """Score an audio model on the held-out speakers of one fold, as ``analyze`` would.
 
     The speakers are RAVDESS's actors of ``test_fold`` and, when EmoDB is
     among ``data``, EmoDB's speakers of the same fold
-    (:data:`training.speech_datasets.EMODB_FOLDS`). Returns ``{corpus: summary}``;
-    each summary also has ``ms_per_segment``.
+    (:data:`training.speech_datasets.EMODB_FOLDS`), and CREMA-D's actors of that
+    fold. ``snr_db`` adds white noise first (:func:`add_noise`). Returns
+    ``{corpus: summary}``; each summary also has ``ms_per_segment``.
     """
     items = [u for u in load_speech_corpus(*data) if u.fold == test_fold]
     if not items:
-        raise FileNotFoundError(f"{', '.join(map(str, data))}: no RAVDESS or EmoDB files of fold {test_fold}")
+        raise FileNotFoundError(f"{', '.join(map(str, data))}: no RAVDESS, CREMA-D or EmoDB files of fold {test_fold}")
     results = evaluate_recordings(model_path, items, out_dir,
                                   f"Audio model on held-out speakers of fold {test_fold} "
-                                  f"(RAVDESS actors {RAVDESS_FOLDS[test_fold]})")
+                                  f"(RAVDESS actors {RAVDESS_FOLDS[test_fold]})"
+                                  + (f", white noise at {snr_db:g} dB SNR" if snr_db is not None else ""),
+                                  snr_db=snr_db)
     model = AudioModel(model_path)
     clip = load_audio(items[0].path, model.sample_rate)[:int(3 * model.sample_rate)]
     started = time.perf_counter()
