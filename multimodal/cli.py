@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="leave one corpus out (ravdess, cremad, tess, emodb): train on the others, test on all of it")
     ta.add_argument("--balance", action="store_true",
                     help="draw every epoch equally from each corpus and, within a corpus, from each class")
+    ta.add_argument("--time-masks", type=int, default=ad.time_masks, metavar="N",
+                    help="mask N spans of up to 0.3 s in every training window (SpecAugment-style)")
+    ta.add_argument("--coefficient-masks", type=int, default=ad.coefficient_masks, metavar="N",
+                    help="mask N bands of up to 8 MFCCs, with their deltas, in every training window")
     ta.add_argument("--epochs", type=_positive(int), default=ad.epochs)
     ta.add_argument("--patience", type=_positive(int), default=ad.patience)
     ta.add_argument("--seed", type=int, default=ad.seed)

@@ -93,6 +93,24 @@ def test_balanced_draw_evens_out_corpora_and_classes():
     assert abs(np.mean(y[big] == 0) - 0.5) < 0.03  # 800 against 100, drawn evenly
 
 
+def test_masks_cover_spans_and_the_same_band_in_every_block():
+    from training.train_audio import mask_windows
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 300, 120)).astype(np.float32) + 5
+    fill = np.zeros(120, np.float32)
+    mask_windows(x, fill, rng, time_masks=2, coefficient_masks=1, n_mfcc=40)
+    masked = x == 0
+    assert masked.any()
+    for w in masked:
+        rows = w.all(axis=1)  # frames masked across every feature: the time masks
+        assert rows.sum() <= 2 * 30
+        cols = w[~rows].all(axis=0) if (~rows).any() else np.zeros(120, bool)
+        assert cols.sum() <= 3 * 8
+        np.testing.assert_array_equal(cols[:40], cols[40:80])  # a band takes its deltas with it
+        np.testing.assert_array_equal(cols[:40], cols[80:])
+        assert not (w & ~rows[:, None] & ~cols[None, :]).any()  # nothing else touched
+
+
 def test_temperature_fit_and_application():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 2000)
@@ -148,11 +166,13 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
             sf.write(root / "emodb" / f"{speaker}a01{letter}a.wav", speech_like(1.0, seed=ord(letter)), 16000)
     out = tmp_path / "run"
     assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
-                 "--balance", "--epochs", "1", "--out", str(out)]) == 0
+                 "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--epochs", "1",
+                 "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "all of emodb: 8-class accuracy" in printed and "ravdess" not in printed.split("report in")[0]
     card = json.loads((out / "model.keras.json").read_text())
     assert card["training"]["held_out_corpus"] == "emodb" and card["training"]["balanced_sampling"]
     assert card["training"]["training_utterances"] == {"ravdess": 8}
+    assert card["training"]["masks"] == {"time": 2, "coefficients": 1}
     assert card["calibration"]["temperature"] > 0 and "ece_uncalibrated" in card["metrics"]
     assert card["metrics"]["split"].startswith("all of emodb")

@@ -83,3 +83,5 @@ class AudioTrainConfig:
     augment: AugmentConfig = AugmentConfig()
     hold_out_corpus: str | None = None  # leave this corpus out entirely: it is the test set
     balance: bool = False  # draw each epoch equally from every corpus and, within one, every class
+    time_masks: int = 0  # SpecAugment-style: spans of up to 0.3 s per training window set to the mean
+    coefficient_masks: int = 0  # ... and bands of up to 8 MFCCs (with their deltas) set to the mean

@@ -103,6 +103,33 @@ def random_windows(x: np.ndarray, frames: int, rng: np.random.Generator) -> np.n
     return np.stack([x[i, s:s + frames] for i, s in enumerate(starts)])
 
 
+def mask_windows(x: np.ndarray, fill: np.ndarray, rng: np.random.Generator, time_masks: int,
+                 coefficient_masks: int, n_mfcc: int, max_frames: int = 30, max_coefficients: int = 8) -> np.ndarray:
+    """SpecAugment-style masking of training windows, in place.
+
+    ``x`` is (n, frames, features) with the features in blocks of ``n_mfcc``
+    (MFCCs, deltas, delta-deltas). Each window gets ``time_masks`` spans of
+    0 to ``max_frames`` frames and ``coefficient_masks`` bands of 0 to
+    ``max_coefficients`` coefficients (the same band in every block) set to
+    ``fill`` (features,), the training mean, which the network's
+    normalisation maps to zero. Returns ``x``.
+    """
+    n, frames, width = x.shape
+    blocks = width // n_mfcc
+    for i in range(n):
+        for _ in range(time_masks):
+            w = rng.integers(0, max_frames + 1)
+            s = rng.integers(0, frames - w + 1)
+            x[i, s:s + w] = fill
+        for _ in range(coefficient_masks):
+            w = rng.integers(0, max_coefficients + 1)
+            c = rng.integers(0, n_mfcc - w + 1)
+            for b in range(blocks):
+                cols = slice(b * n_mfcc + c, b * n_mfcc + c + w)
+                x[i, :, cols] = fill[cols]
+    return x
+
+
 def split_indices(items: list[Utterance], test_fold: int, val_fold: int, hold_out_corpus: str | None = None):
     """Indices of the training, validation and test utterances.
 
@@ -187,6 +214,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
         rows = balanced_draw(corpus_all, y_train_all, len(y_train_all), rng) if cfg.balance \
             else np.arange(len(y_train_all))
         x = random_windows(x_train_all[rows], frames, rng).astype(np.float32)
+        if cfg.time_masks or cfg.coefficient_masks:
+            mask_windows(x, mean.astype(np.float32), rng, cfg.time_masks, cfg.coefficient_masks, cfg.features.n_mfcc)
         return (tf.data.Dataset.from_tensor_slices((x, y_train_all[rows]))
                 .shuffle(len(x), seed=cfg.seed + epoch).batch(cfg.batch_size).prefetch(2))
 
@@ -205,6 +234,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "test_fold": None if cfg.hold_out_corpus else cfg.test_fold,
                           "test_actors": None if cfg.hold_out_corpus else list(RAVDESS_FOLDS[cfg.test_fold]),
                           "held_out_corpus": cfg.hold_out_corpus, "balanced_sampling": cfg.balance,
+                          "masks": {"time": cfg.time_masks, "coefficients": cfg.coefficient_masks},
                           "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
                           "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()})
     write_card(model_path, "audio", SPEECH_LABELS, **card)  # evaluation loads the model through its card
