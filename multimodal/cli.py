@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mask N spans of up to 0.3 s in every training window (SpecAugment-style)")
     ta.add_argument("--coefficient-masks", type=int, default=ad.coefficient_masks, metavar="N",
                     help="mask N bands of up to 8 MFCCs, with their deltas, in every training window")
+    ta.add_argument("--utterance-norm", action="store_true",
+                    help="the network first subtracts each input's own mean over time (cepstral mean normalisation)")
     ta.add_argument("--epochs", type=_positive(int), default=ad.epochs)
     ta.add_argument("--patience", type=_positive(int), default=ad.patience)
     ta.add_argument("--seed", type=int, default=ad.seed)

@@ -166,13 +166,19 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
             sf.write(root / "emodb" / f"{speaker}a01{letter}a.wav", speech_like(1.0, seed=ord(letter)), 16000)
     out = tmp_path / "run"
     assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
-                 "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--epochs", "1",
+                 "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--utterance-norm", "--epochs", "1",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "all of emodb: 8-class accuracy" in printed and "ravdess" not in printed.split("report in")[0]
     card = json.loads((out / "model.keras.json").read_text())
     assert card["training"]["held_out_corpus"] == "emodb" and card["training"]["balanced_sampling"]
     assert card["training"]["training_utterances"] == {"ravdess": 8}
-    assert card["training"]["masks"] == {"time": 2, "coefficients": 1}
+    assert card["training"]["masks"] == {"time": 2, "coefficients": 1} and card["training"]["utterance_norm"]
+    # The network ignores a constant added to every frame of a feature (a microphone's colouring).
+    model = AudioModel(out / "model.keras")
+    x = np.random.default_rng(0).normal(size=(1, 200, 120)).astype(np.float32)
+    shift = np.zeros(120, np.float32)
+    shift[:40] = 3.0
+    np.testing.assert_allclose(model.model.predict_on_batch(x), model.model.predict_on_batch(x + shift), atol=1e-5)
     assert card["calibration"]["temperature"] > 0 and "ece_uncalibrated" in card["metrics"]
     assert card["metrics"]["split"].startswith("all of emodb")

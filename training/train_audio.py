@@ -197,10 +197,13 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     y_train_all = np.repeat(y[tr], feats.shape[1])
     x_val = centre_window(feats[va, 0], frames).astype(np.float32)
     sample = x_train_all[:: max(1, len(x_train_all) // 2000)].astype(np.float32)
+    fill = sample.mean(axis=(0, 1))  # what a masked frame becomes: the mean frame
+    if cfg.utterance_norm:
+        sample -= sample.mean(axis=1, keepdims=True)
     mean, var = sample.mean(axis=(0, 1)), sample.var(axis=(0, 1))
 
     def build():
-        model = cnn1d(feats.shape[-1], len(SPEECH_LABELS), mean, var)
+        model = cnn1d(feats.shape[-1], len(SPEECH_LABELS), mean, var, utterance_norm=cfg.utterance_norm)
         steps = int(np.ceil(len(x_train_all) / cfg.batch_size))
         schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.epochs * steps)
         model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-3),
@@ -215,7 +218,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
             else np.arange(len(y_train_all))
         x = random_windows(x_train_all[rows], frames, rng).astype(np.float32)
         if cfg.time_masks or cfg.coefficient_masks:
-            mask_windows(x, mean.astype(np.float32), rng, cfg.time_masks, cfg.coefficient_masks, cfg.features.n_mfcc)
+            mask_windows(x, fill, rng, cfg.time_masks, cfg.coefficient_masks, cfg.features.n_mfcc)
         return (tf.data.Dataset.from_tensor_slices((x, y_train_all[rows]))
                 .shuffle(len(x), seed=cfg.seed + epoch).batch(cfg.batch_size).prefetch(2))
 
@@ -235,6 +238,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "test_actors": None if cfg.hold_out_corpus else list(RAVDESS_FOLDS[cfg.test_fold]),
                           "held_out_corpus": cfg.hold_out_corpus, "balanced_sampling": cfg.balance,
                           "masks": {"time": cfg.time_masks, "coefficients": cfg.coefficient_masks},
+                          "utterance_norm": cfg.utterance_norm,
                           "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
                           "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()})
     write_card(model_path, "audio", SPEECH_LABELS, **card)  # evaluation loads the model through its card
