@@ -50,7 +50,7 @@ def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict 
                 shutil.copy2(entry, old)
         # An audio run reports per corpus (report/ravdess/report.md): point at the first.
         main = next(iter(sorted(reports.rglob("report.md"), key=lambda p: len(p.parts))), reports / "report.md")
-        fields["report"] = str(main.relative_to(target.parent))
+        fields.setdefault("report", str(main.relative_to(target.parent)))  # ``extra`` may name another
     write_card(target, card["kind"], card["labels"], **fields)
     return f"shipped {target.name}: {metric} {new:.4f}; {export(target, fer, ravdess)}"
 
