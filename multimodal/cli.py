@@ -206,9 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--patience", type=_positive(int), default=vd.patience)
     tv.add_argument("--seed", type=int, default=vd.seed)
     tv.add_argument("--limit", type=_positive(int), default=vd.limit, help="train on a random subset of N images")
-    ta = tsub.add_parser("audio", help="speech-emotion model on RAVDESS, with TESS and EmoDB if given")
+    ta = tsub.add_parser("audio", help="speech-emotion model on RAVDESS, CREMA-D, TESS and/or EmoDB")
     ta.add_argument("--data", required=True, type=Path, nargs="+",
-                    help="folders with RAVDESS Actor_XX/, TESS and/or EmoDB files")
+                    help="folders with RAVDESS Actor_XX/, CREMA-D, TESS and/or EmoDB files")
     ta.add_argument("--out", required=True, type=Path)
     ta.add_argument("--test-fold", type=int, default=ad.test_fold, choices=range(5))
     ta.add_argument("--val-fold", type=int, default=ad.val_fold, choices=range(5))

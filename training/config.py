@@ -68,7 +68,7 @@ class AugmentConfig:
 class AudioTrainConfig:
     """Options of ``multimodal train audio`` (see :func:`training.train_audio.train_audio`)."""
 
-    data: tuple[Path, ...]  # folders holding RAVDESS, TESS and/or EmoDB
+    data: tuple[Path, ...]  # folders holding RAVDESS, CREMA-D, TESS and/or EmoDB
     out: Path
     test_fold: int = 0
     val_fold: int | None = None  # default: the fold after the test fold
