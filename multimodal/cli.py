@@ -40,6 +40,16 @@ def _positive(kind):
     return parse
 
 
+def _fraction(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+_fraction.__name__ = "float"  # argparse names it in "invalid float value: 'abc'"
+
+
 ANALYZE_EPILOG = """\
 examples:
   multimodal analyze talk.mp4 -o results            one video: results/talk/
@@ -223,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mask N bands of up to 8 MFCCs, with their deltas, in every training window")
     ta.add_argument("--utterance-norm", action="store_true",
                     help="the network first subtracts each input's own mean over time (cepstral mean normalisation)")
+    ta.add_argument("--crowd-targets", type=_fraction, default=ad.crowd_targets, metavar="WEIGHT",
+                    help="soft targets: where CREMA-D's listeners heard another emotion than the intended one, "
+                         "move WEIGHT x their agreement of the target to it (0 to 1; default %(default)s)")
     ta.add_argument("--epochs", type=_positive(int), default=ad.epochs)
     ta.add_argument("--patience", type=_positive(int), default=ad.patience)
     ta.add_argument("--seed", type=int, default=ad.seed)

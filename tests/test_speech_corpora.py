@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,14 @@ from multimodal.audio import AudioModel, apply_temperature, fit_temperature
 from multimodal.models import write_card
 from tests.conftest import SHARED_DATA
 from tests.media import speech_like, write_wav
-from training.speech_datasets import Utterance, cremad_fold, load_cremad, load_speech_corpus, load_tess
+from training.speech_datasets import (
+    SPEECH_LABELS,
+    Utterance,
+    cremad_fold,
+    load_cremad,
+    load_speech_corpus,
+    load_tess,
+)
 from training.train_audio import balanced_draw, split_indices
 
 
@@ -141,6 +149,22 @@ def test_analyze_applies_the_cards_temperature(tiny_models, tmp_path):
     assert (seen["hot"].max(1) < seen["plain"].max(1)).all()
 
 
+def test_crowd_targets_soften_only_what_listeners_heard_otherwise():
+    from training.train_audio import crowd_targets
+    items = [Utterance(Path("a.wav"), "sad", "cremad-1001", 1, {"voice_vote": "neutral", "voice_vote_agreement": "80"}),
+             Utterance(Path("b.wav"), "angry", "cremad-1001", 1, {"voice_vote": "angry", "voice_vote_agreement": "90"}),
+             Utterance(Path("c.wav"), "happy", "cremad-1001", 1, {"voice_vote": "", "voice_vote_agreement": "50"}),
+             Utterance(Path("d.wav"), "fear", "ravdess-01", 0)]
+    t = crowd_targets(items, 0.5)
+    assert t.shape == (4, len(SPEECH_LABELS)) and np.allclose(t.sum(1), 1)
+    assert t[0, SPEECH_LABELS.index("sad")] == pytest.approx(0.6)
+    assert t[0, SPEECH_LABELS.index("neutral")] == pytest.approx(0.4)
+    for row, label in ((1, "angry"), (2, "happy"), (3, "fear")):  # heard as meant, split vote, no vote
+        assert t[row, SPEECH_LABELS.index(label)] == 1
+    assert np.array_equal(crowd_targets(items, 0.0), np.eye(len(SPEECH_LABELS), dtype=np.float32)[
+        [SPEECH_LABELS.index(u.label) for u in items]])
+
+
 @pytest.mark.data
 def test_shared_cremad_and_tess_opus_load():
     items = load_cremad(SHARED_DATA / "cremad")
@@ -166,7 +190,8 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
             sf.write(root / "emodb" / f"{speaker}a01{letter}a.wav", speech_like(1.0, seed=ord(letter)), 16000)
     out = tmp_path / "run"
     assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
-                 "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--utterance-norm", "--epochs", "1",
+                 "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--utterance-norm",
+                 "--crowd-targets", "0.5", "--epochs", "1",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "all of emodb: 8-class accuracy" in printed and "ravdess" not in printed.split("report in")[0]
@@ -174,6 +199,7 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     assert card["training"]["held_out_corpus"] == "emodb" and card["training"]["balanced_sampling"]
     assert card["training"]["training_utterances"] == {"ravdess": 8}
     assert card["training"]["masks"] == {"time": 2, "coefficients": 1} and card["training"]["utterance_norm"]
+    assert card["training"]["crowd_targets"] == 0.5
     # The network ignores a constant added to every frame of a feature (a microphone's colouring).
     model = AudioModel(out / "model.keras")
     x = np.random.default_rng(0).normal(size=(1, 200, 120)).astype(np.float32)

@@ -86,3 +86,4 @@ class AudioTrainConfig:
     time_masks: int = 0  # SpecAugment-style: spans of up to 0.3 s per training window set to the mean
     coefficient_masks: int = 0  # ... and bands of up to 8 MFCCs (with their deltas) set to the mean
     utterance_norm: bool = False  # the network subtracts each input's own mean over time first
+    crowd_targets: float = 0.0  # share of a target moved to the emotion CREMA-D's listeners heard, x their agreement

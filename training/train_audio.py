@@ -149,6 +149,28 @@ def split_indices(items: list[Utterance], test_fold: int, val_fold: int, hold_ou
     return np.array(train, int), np.array(val, int), np.array(test, int)
 
 
+def crowd_targets(items: list[Utterance], weight: float) -> np.ndarray:
+    """Training targets, (len(items), len(SPEECH_LABELS)) float32 rows summing to 1.
+
+    Each row is the intended emotion, one-hot, except where listeners heard
+    another: CREMA-D's crowd voted on what each recording's voice alone
+    conveys, and for about half of its recordings the majority heard
+    something else (mostly neutral). There a share ``weight`` x (the
+    majority's agreement) of the target moves to the emotion heard, so the
+    network is not taught certainty about an emotion the voice did not carry.
+    Recordings without a vote, or with a split one, keep the intended emotion.
+    """
+    targets = np.zeros((len(items), len(SPEECH_LABELS)), np.float32)
+    for i, u in enumerate(items):
+        targets[i, SPEECH_LABELS.index(u.label)] = 1.0
+        heard = u.info.get("voice_vote", "")
+        if weight and heard and heard != u.label:
+            share = weight * float(u.info.get("voice_vote_agreement") or 0) / 100
+            targets[i, SPEECH_LABELS.index(u.label)] -= share
+            targets[i, SPEECH_LABELS.index(heard)] += share
+    return targets
+
+
 def balanced_draw(corpus: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` row indices drawn with replacement so that each corpus is drawn equally
     often and, within a corpus, each of its classes equally often.
@@ -195,6 +217,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     frames = window_frames(cfg.features)
     x_train_all = feats[tr].reshape(-1, *feats.shape[2:])  # every copy of every training item
     y_train_all = np.repeat(y[tr], feats.shape[1])
+    t_train_all = np.repeat(crowd_targets([items[i] for i in tr], cfg.crowd_targets), feats.shape[1], axis=0)
     x_val = centre_window(feats[va, 0], frames).astype(np.float32)
     sample = x_train_all[:: max(1, len(x_train_all) // 2000)].astype(np.float32)
     fill = sample.mean(axis=(0, 1))  # what a masked frame becomes: the mean frame
@@ -207,7 +230,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
         steps = int(np.ceil(len(x_train_all) / cfg.batch_size))
         schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.epochs * steps)
         model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-3),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
+                      loss="categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
         return model
 
     corpus_all = np.repeat(np.array([items[i].corpus for i in tr]), feats.shape[1])
@@ -219,10 +242,11 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
         x = random_windows(x_train_all[rows], frames, rng).astype(np.float32)
         if cfg.time_masks or cfg.coefficient_masks:
             mask_windows(x, fill, rng, cfg.time_masks, cfg.coefficient_masks, cfg.features.n_mfcc)
-        return (tf.data.Dataset.from_tensor_slices((x, y_train_all[rows]))
+        return (tf.data.Dataset.from_tensor_slices((x, t_train_all[rows]))
                 .shuffle(len(x), seed=cfg.seed + epoch).batch(cfg.batch_size).prefetch(2))
 
-    model, state = fit_resumable(build, train_data, (x_val, y[va]), out, epochs=cfg.epochs,
+    y_val = np.eye(len(SPEECH_LABELS), dtype=np.float32)[y[va]]  # the intended emotions select
+    model, state = fit_resumable(build, train_data, (x_val, y_val), out, epochs=cfg.epochs,
                                  patience=cfg.patience, resume=cfg.resume, log=log)
     model_path = out / "model.keras"
     export_model(out / "checkpoints" / "best.keras", model_path)
@@ -238,7 +262,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "test_actors": None if cfg.hold_out_corpus else list(RAVDESS_FOLDS[cfg.test_fold]),
                           "held_out_corpus": cfg.hold_out_corpus, "balanced_sampling": cfg.balance,
                           "masks": {"time": cfg.time_masks, "coefficients": cfg.coefficient_masks},
-                          "utterance_norm": cfg.utterance_norm,
+                          "utterance_norm": cfg.utterance_norm, "crowd_targets": cfg.crowd_targets,
                           "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
                           "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()})
     write_card(model_path, "audio", SPEECH_LABELS, **card)  # evaluation loads the model through its card
