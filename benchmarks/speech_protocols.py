@@ -9,9 +9,12 @@ fold k, CREMA-D's fold k and EmoDB's fold k together (TESS only trains), so
 five runs give both. Protocol 3 is one run per corpus. With ``--train``,
 runs missing from ``--runs`` are trained (``multimodal train audio``; a run
 cut short resumes); without, the tables are made from the runs there.
+``--train-options`` passes a recipe's options to every run it trains, so
+one ``--runs`` folder holds one recipe; the runs share one feature cache.
 
     python benchmarks/speech_protocols.py --runs runs/protocols --data PATH/ravdess_speech PATH/cremad \\
-        PATH/tess PATH/emodb [--train] [--balance] [--only fold0 loco_cremad]
+        PATH/tess PATH/emodb [--train] [--train-options "--time-masks 2 --coefficient-masks 1"] \\
+        [--only fold0 loco_cremad]
 
 Each table gives, per held-out set, accuracy (eight classes for RAVDESS,
 the corpus's own classes otherwise, calm counted as neutral), unweighted
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -35,15 +39,14 @@ def run_names(only: list[str] | None) -> list[str]:
     return [n for n in names if not only or n in only]
 
 
-def train(run: Path, data: list[Path], balance: bool) -> None:
-    cmd = [sys.executable, "-m", "multimodal", "train", "audio", "--data", *map(str, data), "--out", str(run)]
+def train(run: Path, data: list[Path], options: list[str]) -> None:
+    cmd = [sys.executable, "-m", "multimodal", "train", "audio", "--data", *map(str, data), "--out", str(run),
+           "--cache-dir", str(run.parent / "cache"), *options]
     if run.name.startswith("fold"):
         k = int(run.name[4:])
         cmd += ["--test-fold", str(k), "--val-fold", str((k + 1) % 5)]
     else:
         cmd += ["--hold-out-corpus", run.name[5:], "--val-fold", "0"]
-    if balance:
-        cmd.append("--balance")
     if run.exists():
         cmd.append("--resume")
     subprocess.run(cmd, check=False)
@@ -99,6 +102,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, nargs="+", required=True)
     parser.add_argument("--train", action="store_true", help="train the runs that are missing or unfinished")
     parser.add_argument("--balance", action="store_true", help="train with corpus- and class-balanced sampling")
+    parser.add_argument("--train-options", default="", metavar="OPTIONS",
+                        help="further options of 'multimodal train audio' for every run trained, in one string")
     parser.add_argument("--only", nargs="+", help="these runs only (fold0 … fold4, loco_ravdess …)")
     parser.add_argument("--json", type=Path, help="also write the figures of every run here")
     args = parser.parse_args()
@@ -106,7 +111,8 @@ def main() -> None:
     if args.train:
         for name in names:
             if not (args.runs / name / "model.keras.json").exists():
-                train(args.runs / name, args.data, args.balance)
+                train(args.runs / name, args.data,
+                      ["--balance"] * args.balance + shlex.split(args.train_options))
     results = {name: held_out(args.runs / name) for name in names}
     for corpus, title in (("ravdess", "RAVDESS, 5 folds by actor"), ("cremad", "CREMA-D, 5 folds by actor"),
                           ("emodb", "EmoDB, 5 folds of two speakers")):

@@ -236,8 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--crowd-targets", type=_fraction, default=ad.crowd_targets, metavar="WEIGHT",
                     help="soft targets: where CREMA-D's listeners heard another emotion than the intended one, "
                          "move WEIGHT x their agreement of the target to it (0 to 1; default %(default)s)")
+    ta.add_argument("--mixup", type=_fraction, default=ad.mixup, metavar="ALPHA",
+                    help="blend each training window and its target with another's, weights drawn from "
+                         "Beta(ALPHA, ALPHA) (0 to 1, 0.2 to 0.4 is usual; default %(default)s: off)")
     ta.add_argument("--epochs", type=_positive(int), default=ad.epochs)
     ta.add_argument("--patience", type=_positive(int), default=ad.patience)
+    ta.add_argument("--cache-dir", type=Path, default=ad.cache_dir, metavar="DIR",
+                    help="where the features of every recording are kept (default OUT/cache); runs on the same "
+                         "corpora with the same seed can share one")
     ta.add_argument("--seed", type=int, default=ad.seed)
     for parser in (tv, ta):
         again = parser.add_mutually_exclusive_group()

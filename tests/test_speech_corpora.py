@@ -23,7 +23,7 @@ from training.speech_datasets import (
     load_speech_corpus,
     load_tess,
 )
-from training.train_audio import balanced_draw, split_indices
+from training.train_audio import balanced_draw, mixup, split_indices
 
 
 def _opus(path, seconds=0.5):
@@ -166,6 +166,24 @@ def test_crowd_targets_soften_only_what_listeners_heard_otherwise():
 
 
 @pytest.mark.data
+def test_mixup_blends_windows_and_targets_alike():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 10, 6)).astype(np.float32)
+    t = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 64)]
+    xm, tm = mixup(x, t, 0.3, np.random.default_rng(1))
+    assert xm.shape == x.shape and xm.dtype == np.float32 and tm.shape == t.shape
+    np.testing.assert_allclose(tm.sum(axis=1), 1.0, rtol=1e-6)
+    assert (tm[np.arange(64), t.argmax(1)] >= 0.5 - 1e-6).all()
+    # a window and its target are the same blend of the same two rows
+    r = np.random.default_rng(1)
+    lam = r.beta(0.3, 0.3, 64)
+    lam = np.maximum(lam, 1 - lam)
+    perm = r.permutation(64)
+    np.testing.assert_allclose(xm, lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm], atol=1e-5)
+    np.testing.assert_allclose(tm, lam[:, None] * t + (1 - lam[:, None]) * t[perm], atol=1e-5)
+    assert not np.allclose(xm, x)
+
+
 def test_shared_cremad_and_tess_opus_load():
     items = load_cremad(SHARED_DATA / "cremad")
     assert len(items) == 4907 and len({u.speaker for u in items}) == 60
@@ -191,15 +209,17 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
                  "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--utterance-norm",
-                 "--crowd-targets", "0.5", "--epochs", "1",
+                 "--crowd-targets", "0.5", "--mixup", "0.3", "--epochs", "1", "--cache-dir", str(tmp_path / "shared-cache"),
                  "--out", str(out)]) == 0
+    assert len(list((tmp_path / "shared-cache").glob("speech-features-*.npy"))) == 1
+    assert not (out / "cache").exists()
     printed = capsys.readouterr().out
     assert "all of emodb: 8-class accuracy" in printed and "ravdess" not in printed.split("report in")[0]
     card = json.loads((out / "model.keras.json").read_text())
     assert card["training"]["held_out_corpus"] == "emodb" and card["training"]["balanced_sampling"]
     assert card["training"]["training_utterances"] == {"ravdess": 8}
     assert card["training"]["masks"] == {"time": 2, "coefficients": 1} and card["training"]["utterance_norm"]
-    assert card["training"]["crowd_targets"] == 0.5
+    assert card["training"]["crowd_targets"] == 0.5 and card["training"]["mixup"] == 0.3
     # The network ignores a constant added to every frame of a feature (a microphone's colouring).
     model = AudioModel(out / "model.keras")
     x = np.random.default_rng(0).normal(size=(1, 200, 120)).astype(np.float32)

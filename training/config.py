@@ -87,3 +87,4 @@ class AudioTrainConfig:
     coefficient_masks: int = 0  # ... and bands of up to 8 MFCCs (with their deltas) set to the mean
     utterance_norm: bool = False  # the network subtracts each input's own mean over time first
     crowd_targets: float = 0.0  # share of a target moved to the emotion CREMA-D's listeners heard, x their agreement
+    mixup: float = 0.0  # alpha of the Beta distribution of mixup's weights; 0 = no mixup

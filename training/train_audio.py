@@ -130,6 +130,22 @@ def mask_windows(x: np.ndarray, fill: np.ndarray, rng: np.random.Generator, time
     return x
 
 
+def mixup(x: np.ndarray, t: np.ndarray, alpha: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup: each window and its target blended with another's.
+
+    ``x`` is (n, frames, features), ``t`` (n, classes). Row i becomes
+    ``lam_i * row_i + (1 - lam_i) * row_perm(i)`` with ``lam_i`` drawn from
+    Beta(alpha, alpha) and folded above 0.5, so the row's own emotion stays
+    the larger part of its target.
+    """
+    lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
+    lam = np.maximum(lam, 1 - lam)
+    perm = rng.permutation(len(x))
+    x_mixed = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
+    t_mixed = lam[:, None] * t + (1 - lam[:, None]) * t[perm]
+    return x_mixed.astype(np.float32), t_mixed.astype(np.float32)
+
+
 def split_indices(items: list[Utterance], test_fold: int, val_fold: int, hold_out_corpus: str | None = None):
     """Indices of the training, validation and test utterances.
 
@@ -242,7 +258,10 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
         x = random_windows(x_train_all[rows], frames, rng).astype(np.float32)
         if cfg.time_masks or cfg.coefficient_masks:
             mask_windows(x, fill, rng, cfg.time_masks, cfg.coefficient_masks, cfg.features.n_mfcc)
-        return (tf.data.Dataset.from_tensor_slices((x, t_train_all[rows]))
+        t = t_train_all[rows]
+        if cfg.mixup:
+            x, t = mixup(x, t, cfg.mixup, rng)
+        return (tf.data.Dataset.from_tensor_slices((x, t))
                 .shuffle(len(x), seed=cfg.seed + epoch).batch(cfg.batch_size).prefetch(2))
 
     y_val = np.eye(len(SPEECH_LABELS), dtype=np.float32)[y[va]]  # the intended emotions select
@@ -263,6 +282,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "held_out_corpus": cfg.hold_out_corpus, "balanced_sampling": cfg.balance,
                           "masks": {"time": cfg.time_masks, "coefficients": cfg.coefficient_masks},
                           "utterance_norm": cfg.utterance_norm, "crowd_targets": cfg.crowd_targets,
+                          "mixup": cfg.mixup,
                           "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
                           "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()})
     write_card(model_path, "audio", SPEECH_LABELS, **card)  # evaluation loads the model through its card
