@@ -1,6 +1,7 @@
 """Training, evaluation and fusion comparison at tiny scale on generated data."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -336,10 +337,21 @@ def test_feature_cache_is_reused(ravdess_dir, tmp_path, monkeypatch):
     items = load_speech_corpus(ravdess_dir)[:4]
     aug = ta.AugmentConfig(copies=1)
     first = ta.compute_features(items, AudioFeatureConfig(), aug, 0, tmp_path)
-    monkeypatch.setattr("multimodal.audio.load_audio", lambda *a, **k: pytest.fail("recomputed"))
-    again = ta.compute_features(items, AudioFeatureConfig(), aug, 0, tmp_path)
-    np.testing.assert_array_equal(first, again)
+    # the same recordings copied elsewhere (new paths and times) find the cache
+    copy = tmp_path / "copy" / "Actor_01"
+    copy.mkdir(parents=True)
+    for u in items:
+        (copy / u.path.name).write_bytes(u.path.read_bytes())
+    copied = [dataclasses.replace(u, path=copy / u.path.name) for u in items]
+    with monkeypatch.context() as m:
+        m.setattr("multimodal.audio.load_audio", lambda *a, **k: pytest.fail("recomputed"))
+        np.testing.assert_array_equal(first, ta.compute_features(items, AudioFeatureConfig(), aug, 0, tmp_path))
+        np.testing.assert_array_equal(first, ta.compute_features(copied, AudioFeatureConfig(), aug, 0, tmp_path))
     assert first.shape[:2] == (4, 2)
+    # a recording whose contents change does not
+    sf.write(copy / items[0].path.name, np.zeros(16000, np.float32), 16000)
+    ta.compute_features(copied, AudioFeatureConfig(), aug, 0, tmp_path)
+    assert len(list(tmp_path.glob("speech-features-*.npy"))) == 2
 
 
 def test_compare_fusion_on_pseudo_pairs(fer_dirs, ravdess_dir, tiny_models, tmp_path, capsys):

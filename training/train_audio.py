@@ -53,18 +53,27 @@ def augment_waveform(y: np.ndarray, sr: int, rng: np.random.Generator, cfg: Augm
     return (y + noise).astype(np.float32)
 
 
+def feature_cache_key(items: list[Utterance], feat: AudioFeatureConfig, aug: AugmentConfig, seed: int) -> str:
+    """What the cached features depend on: the feature and augmentation
+    parameters, the seed, and each file's name and contents (a digest, so a
+    copied or re-downloaded corpus finds its cache; the four corpora hash in
+    about a second)."""
+    def digest(path: Path) -> str:
+        return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
+
+    key_src = json.dumps([asdict(feat), asdict(aug), seed, CLIP_SECONDS, [(u.path.name, digest(u.path)) for u in items]])
+    return hashlib.sha1(key_src.encode()).hexdigest()[:16]
+
+
 def compute_features(items: list[Utterance], feat: AudioFeatureConfig, aug: AugmentConfig, seed: int,
                      cache_dir: Path | None) -> np.ndarray:
     """Features of every utterance and its augmented copies, cached on disk.
 
     Returns float16 array (len(items), 1 + copies, frames, n_features): copy 0
-    is the original. The cache key covers the feature and augmentation
-    parameters, the seed and the files (path, size, mtime).
+    is the original. The cache is ``cache_dir/speech-features-KEY.npy`` with
+    the key of :func:`feature_cache_key`.
     """
-
-    key_src = json.dumps([asdict(feat), asdict(aug), seed, CLIP_SECONDS,
-                          [(str(u.path.resolve()), u.path.stat().st_size, u.path.stat().st_mtime_ns) for u in items]])
-    key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
+    key = feature_cache_key(items, feat, aug, seed)
     cache = Path(cache_dir) / f"speech-features-{key}.npy" if cache_dir else None
     if cache is not None and cache.exists():
         return np.load(cache)
