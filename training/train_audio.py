@@ -150,9 +150,12 @@ def mixup(x: np.ndarray, t: np.ndarray, alpha: float, rng: np.random.Generator) 
     lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
     lam = np.maximum(lam, 1 - lam)
     perm = rng.permutation(len(x))
-    x_mixed = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
+    x_mixed = np.empty(x.shape, np.float32)
+    for s in range(0, len(x), 1024):  # in chunks: a training set of windows is gigabytes
+        part = slice(s, s + 1024)
+        x_mixed[part] = lam[part, None, None] * x[part] + (1 - lam[part, None, None]) * x[perm[part]]
     t_mixed = lam[:, None] * t + (1 - lam[:, None]) * t[perm]
-    return x_mixed.astype(np.float32), t_mixed.astype(np.float32)
+    return x_mixed, t_mixed.astype(np.float32)
 
 
 def split_indices(items: list[Utterance], test_fold: int, val_fold: int, hold_out_corpus: str | None = None):
