@@ -165,7 +165,6 @@ def test_crowd_targets_soften_only_what_listeners_heard_otherwise():
         [SPEECH_LABELS.index(u.label) for u in items]])
 
 
-@pytest.mark.data
 def test_mixup_blends_windows_and_targets_alike():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 10, 6)).astype(np.float32)
@@ -184,6 +183,7 @@ def test_mixup_blends_windows_and_targets_alike():
     assert not np.allclose(xm, x)
 
 
+@pytest.mark.data
 def test_shared_cremad_and_tess_opus_load():
     items = load_cremad(SHARED_DATA / "cremad")
     assert len(items) == 4907 and len({u.speaker for u in items}) == 60
