@@ -13,7 +13,7 @@ cut short resumes); without, the tables are made from the runs there.
 one ``--runs`` folder holds one recipe; the runs share one feature cache.
 
     python benchmarks/speech_protocols.py --runs runs/protocols --data PATH/ravdess_speech PATH/cremad \\
-        PATH/tess PATH/emodb [--train] [--train-options "--time-masks 2 --coefficient-masks 1"] \\
+        PATH/tess PATH/emodb [--train] [--train-options "--mixup 0.3"] \\
         [--only fold0 loco_cremad]
 
 Each table gives, per held-out set, accuracy (eight classes for RAVDESS,

@@ -228,9 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--balance", action="store_true",
                     help="draw every epoch equally from each corpus and, within a corpus, from each class")
     ta.add_argument("--time-masks", type=int, default=ad.time_masks, metavar="N",
-                    help="mask N spans of up to 0.3 s in every training window (SpecAugment-style)")
+                    help="mask N spans of up to 0.3 s in every training window (SpecAugment-style; default %(default)s, 0: none)")
     ta.add_argument("--coefficient-masks", type=int, default=ad.coefficient_masks, metavar="N",
-                    help="mask N bands of up to 8 MFCCs, with their deltas, in every training window")
+                    help="mask N bands of up to 8 MFCCs, with their deltas, in every training window (default %(default)s)")
     ta.add_argument("--utterance-norm", action="store_true",
                     help="the network first subtracts each input's own mean over time (cepstral mean normalisation)")
     ta.add_argument("--crowd-targets", type=_fraction, default=ad.crowd_targets, metavar="WEIGHT",
