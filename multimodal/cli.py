@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import threading
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from multimodal.batch import Job, default_jobs
@@ -239,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--mixup", type=_fraction, default=ad.mixup, metavar="ALPHA",
                     help="blend each training window and its target with another's, weights drawn from "
                          "Beta(ALPHA, ALPHA) (0 to 1, 0.2 to 0.4 is usual; default %(default)s: off)")
+    ta.add_argument("--reverb", type=_fraction, default=ad.augment.reverb, metavar="P",
+                    help="chance that an augmented copy is played in a synthetic room (reverberation time "
+                         "0.2-0.8 s; default %(default)s)")
+    ta.add_argument("--channel", type=_fraction, default=ad.augment.channel, metavar="P",
+                    help="chance that an augmented copy passes a random band-pass, as through a phone or a "
+                         "small microphone (default %(default)s)")
     ta.add_argument("--epochs", type=_positive(int), default=ad.epochs)
     ta.add_argument("--patience", type=_positive(int), default=ad.patience)
     ta.add_argument("--cache-dir", type=Path, default=ad.cache_dir, metavar="DIR",
@@ -476,7 +482,9 @@ def cmd_train(args) -> int:
         return EXIT_OK
     from training.config import AudioTrainConfig
     from training.train_audio import cross_validate, train_audio
-    cfg = config_from_args(AudioTrainConfig, args, data=tuple(args.data))
+    defaults = AudioTrainConfig((), Path())
+    cfg = config_from_args(AudioTrainConfig, args, data=tuple(args.data),
+                           augment=replace(defaults.augment, reverb=args.reverb, channel=args.channel))
     if args.cv:
         cv = cross_validate(cfg)
         for k, v in cv.items():

@@ -12,6 +12,7 @@ import soundfile as sf
 
 import multimodal
 from multimodal.audio import AudioModel, apply_temperature, fit_temperature
+from multimodal.config import AudioFeatureConfig
 from multimodal.models import write_card
 from tests.conftest import SHARED_DATA
 from tests.media import speech_like, write_wav
@@ -119,6 +120,39 @@ def test_masks_cover_spans_and_the_same_band_in_every_block():
         assert not (w & ~rows[:, None] & ~cols[None, :]).any()  # nothing else touched
 
 
+def test_room_impulse_decays_and_band_limit_removes_rumble():
+    from training.train_audio import band_limit, room_impulse
+    rng = np.random.default_rng(0)
+    h = room_impulse(16000, rng, rt60=(0.5, 0.5), direct_db=(0.0, 0.0))
+    assert h.shape == (8000,) and abs(np.sum(h ** 2) - 1) < 1e-4
+    assert abs(h[0] ** 2 - 0.5) < 1e-3  # direct and reverberant energy equal at 0 dB
+    first, last = np.sum(h[1:800] ** 2), np.sum(h[-800:] ** 2)
+    assert last < first * 1e-3  # the tail has died away by the reverberation time
+    t = np.arange(16000) / 16000
+    rumble, voice = np.sin(2 * np.pi * 30 * t), np.sin(2 * np.pi * 1000 * t)
+    for _ in range(5):
+        edges_rng = np.random.default_rng(_)
+        kept = band_limit(rumble, 16000, edges_rng)[4000:]
+        assert np.sqrt(np.mean(kept ** 2)) < 0.05 * np.sqrt(np.mean(rumble ** 2))
+        passed = band_limit(voice, 16000, np.random.default_rng(_))[4000:]
+        assert np.sqrt(np.mean(passed ** 2)) > 0.8 * np.sqrt(np.mean(voice[4000:] ** 2))
+
+
+def test_room_and_microphone_copies_differ_and_have_their_own_cache(tmp_path):
+    from training.config import AugmentConfig
+    from training.speech_datasets import Utterance
+    from training.train_audio import augment_waveform, feature_cache_key
+    y = np.random.default_rng(1).normal(size=16000).astype(np.float32) * 0.1
+    plain = augment_waveform(y, 16000, np.random.default_rng(2), AugmentConfig())
+    roomy = augment_waveform(y, 16000, np.random.default_rng(2), AugmentConfig(reverb=1.0, channel=1.0))
+    assert plain.shape == roomy.shape and not np.allclose(plain, roomy)
+    wav = tmp_path / "03-01-05-01-01-01-01.wav"
+    sf.write(wav, y, 16000)
+    items = [Utterance(wav, "angry", "ravdess-01", 0)]
+    feat = AudioFeatureConfig()
+    assert feature_cache_key(items, feat, AugmentConfig(), 1) != feature_cache_key(items, feat, AugmentConfig(reverb=0.5), 1)
+
+
 def test_temperature_fit_and_application():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 2000)
@@ -209,7 +243,8 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
                  "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--utterance-norm",
-                 "--crowd-targets", "0.5", "--mixup", "0.3", "--epochs", "1", "--cache-dir", str(tmp_path / "shared-cache"),
+                 "--crowd-targets", "0.5", "--mixup", "0.3", "--reverb", "0.5", "--channel", "0.5", "--epochs", "1",
+                 "--cache-dir", str(tmp_path / "shared-cache"),
                  "--out", str(out)]) == 0
     assert len(list((tmp_path / "shared-cache").glob("speech-features-*.npy"))) == 1
     assert not (out / "cache").exists()
@@ -220,6 +255,7 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     assert card["training"]["training_utterances"] == {"ravdess": 8}
     assert card["training"]["masks"] == {"time": 2, "coefficients": 1} and card["training"]["utterance_norm"]
     assert card["training"]["crowd_targets"] == 0.5 and card["training"]["mixup"] == 0.3
+    assert card["training"]["augmentation"]["reverb"] == 0.5 and card["training"]["augmentation"]["channel"] == 0.5
     # The network ignores a constant added to every frame of a feature (a microphone's colouring).
     model = AudioModel(out / "model.keras")
     x = np.random.default_rng(0).normal(size=(1, 200, 120)).astype(np.float32)

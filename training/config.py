@@ -62,6 +62,10 @@ class AugmentConfig:
     gain_db: tuple[float, float] = (-6.0, 6.0)
     snr_db: tuple[float, float] = (10.0, 35.0)  # additive white noise
     shift_seconds: float = 0.3
+    # Other rooms and microphones than the corpora's studios: the chance that a copy is played in a
+    # synthetic room (reverberation time 0.2-0.8 s) and that it passes a random band-pass (a phone, a laptop).
+    reverb: float = 0.0
+    channel: float = 0.0
 
 
 @dataclass(frozen=True)

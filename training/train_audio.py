@@ -41,11 +41,49 @@ from training.speech_datasets import (
 CLIP_SECONDS = 4.0  # each utterance is stored centred in a clip this long
 
 
+def room_impulse(sr: int, rng: np.random.Generator, rt60: tuple[float, float] = (0.2, 0.8),
+                 direct_db: tuple[float, float] = (-3.0, 10.0)) -> np.ndarray:
+    """A synthetic room impulse response.
+
+    The direct sound, then a tail of noise that decays by 60 dB over the
+    reverberation time (drawn from ``rt60``, seconds); ``direct_db`` is the
+    range of the direct sound's energy over the tail's (the direct-to-
+    reverberant ratio: about 10 dB close to a microphone, 0 dB across a room).
+
+    Returns
+    -------
+    float32 array, shape (round(rt60 * sr),), unit energy.
+    """
+    t60 = rng.uniform(*rt60)
+    n = max(2, int(round(t60 * sr)))
+    tail = rng.standard_normal(n) * np.exp(-np.log(1000.0) * np.arange(n) / n)  # -60 dB at t60
+    tail[0] = 0.0
+    tail *= 10 ** (-rng.uniform(*direct_db) / 20) / np.sqrt(np.sum(tail ** 2))
+    tail[0] = 1.0
+    return (tail / np.sqrt(np.sum(tail ** 2))).astype(np.float32)
+
+
+def band_limit(y: np.ndarray, sr: int, rng: np.random.Generator, low_hz: tuple[float, float] = (60.0, 400.0),
+               high_hz: tuple[float, float] = (3400.0, 7000.0)) -> np.ndarray:
+    """``y`` through a band-pass with random edges (4th-order Butterworth), as a phone or a small
+    microphone hears it."""
+    from scipy.signal import butter, sosfilt
+    edges = [rng.uniform(*low_hz), min(rng.uniform(*high_hz), 0.45 * sr)]
+    return sosfilt(butter(4, edges, btype="bandpass", fs=sr, output="sos"), y).astype(np.float32)
+
+
 def augment_waveform(y: np.ndarray, sr: int, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """Speed change, gain, time shift and additive noise, each drawn from ``rng``."""
+    """Speed change, room and microphone (when ``cfg`` asks), gain, time shift and additive noise, each drawn
+    from ``rng``."""
     import librosa
     speed = rng.uniform(*cfg.speed)
     y = librosa.resample(y, orig_sr=sr, target_sr=int(round(sr / speed)), res_type="soxr_hq")
+    # Drawn only when asked, so that the copies without them are the same as before these options existed.
+    if cfg.reverb and rng.random() < cfg.reverb:
+        from scipy.signal import fftconvolve
+        y = fftconvolve(y, room_impulse(sr, rng))[:y.size].astype(np.float32)
+    if cfg.channel and rng.random() < cfg.channel:
+        y = band_limit(y, sr, rng)
     y = y * 10 ** (rng.uniform(*cfg.gain_db) / 20)
     y = np.roll(y, int(rng.uniform(-cfg.shift_seconds, cfg.shift_seconds) * sr))
     power = np.mean(y ** 2) + 1e-12
@@ -61,7 +99,9 @@ def feature_cache_key(items: list[Utterance], feat: AudioFeatureConfig, aug: Aug
     def digest(path: Path) -> str:
         return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
 
-    key_src = json.dumps([asdict(feat), asdict(aug), seed, CLIP_SECONDS, [(u.path.name, digest(u.path)) for u in items]])
+    # Options added later count only when used, so caches written before them stay valid.
+    aug_fields = {k: v for k, v in asdict(aug).items() if v or k not in ("reverb", "channel")}
+    key_src = json.dumps([asdict(feat), aug_fields, seed, CLIP_SECONDS, [(u.path.name, digest(u.path)) for u in items]])
     return hashlib.sha1(key_src.encode()).hexdigest()[:16]
 
 
