@@ -56,11 +56,11 @@ def room_impulse(sr: int, rng: np.random.Generator, rt60: tuple[float, float] = 
     """
     t60 = rng.uniform(*rt60)
     n = max(2, int(round(t60 * sr)))
-    tail = rng.standard_normal(n) * np.exp(-np.log(1000.0) * np.arange(n) / n)  # -60 dB at t60
-    tail[0] = 0.0
-    tail *= 10 ** (-rng.uniform(*direct_db) / 20) / np.sqrt(np.sum(tail ** 2))
-    tail[0] = 1.0
-    return (tail / np.sqrt(np.sum(tail ** 2))).astype(np.float32)
+    h = rng.standard_normal(n) * np.exp(-np.log(1000.0) * np.arange(n) / n)  # -60 dB at t60
+    h[0] = 0.0
+    h *= 10 ** (-rng.uniform(*direct_db) / 20) / np.sqrt(np.sum(h ** 2))  # the tail, against a direct sound of 1
+    h[0] = 1.0
+    return (h / np.sqrt(np.sum(h ** 2))).astype(np.float32)
 
 
 def band_limit(y: np.ndarray, sr: int, rng: np.random.Generator, low_hz: tuple[float, float] = (60.0, 400.0),
