@@ -66,11 +66,15 @@ def held_out(run: Path) -> dict[str, dict]:
         report = run / "report" / corpus / "report.json"
         if not report.exists():
             continue
-        sections = json.loads(report.read_text())["sections"]
-        section = sections["8-class"] if corpus == "ravdess" else sections["7-class (calm = neutral)"]
+        name = "8-class" if corpus == "ravdess" else "7-class (calm = neutral)"
+        section = json.loads(report.read_text())["sections"][name]
+        # Before the temperature, scored over the same classes as after it (the card's figure is eight-class).
+        uncalibrated = run / "report_uncalibrated" / corpus / "report.json"
         m = metrics if corpus == first else metrics.get(corpus, {})
+        before = (json.loads(uncalibrated.read_text())["sections"][name]["ece"] if uncalibrated.exists()
+                  else m.get("ece_uncalibrated"))
         out[corpus] = {"n": section["n"], "accuracy": section["accuracy"], "uar": section["uar"],
-                       "ece": section["ece"], "ece_uncalibrated": m.get("ece_uncalibrated"),
+                       "ece": section["ece"], "ece_uncalibrated": before,
                        "recall": {k: v["recall"] for k, v in section["per_class"].items() if v["support"]}}
     return out
 

@@ -264,3 +264,25 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     np.testing.assert_allclose(model.model.predict_on_batch(x), model.model.predict_on_batch(x + shift), atol=1e-5)
     assert card["calibration"]["temperature"] > 0 and "ece_uncalibrated" in card["metrics"]
     assert card["metrics"]["split"].startswith("all of emodb")
+
+
+def test_protocol_tables_score_before_and_after_calibration_over_the_same_classes(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "speech_protocols", Path(__file__).resolve().parents[1] / "benchmarks" / "speech_protocols.py")
+    protocols = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocols)
+    run = tmp_path / "loco_cremad"
+
+    def report(folder: str, ece7: float) -> None:
+        section = {"n": 10, "accuracy": 0.3, "uar": 0.3, "per_class": {"angry": {"recall": 0.5, "support": 5}}}
+        path = run / folder / "cremad" / "report.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"sections": {"8-class": {**section, "ece": 0.9},
+                                                 "7-class (calm = neutral)": {**section, "ece": ece7}}}))
+
+    report("report", 0.2)
+    report("report_uncalibrated", 0.5)
+    (run / "model.keras.json").write_text(json.dumps({"metrics": {"ece_uncalibrated": 0.9}}))  # eight-class
+    got = protocols.held_out(run)["cremad"]
+    assert got["ece"] == 0.2 and got["ece_uncalibrated"] == 0.5 and got["recall"] == {"angry": 0.5}
