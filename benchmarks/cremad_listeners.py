@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from multimodal.audio import AudioModel, project_label, to_project_labels
+from multimodal.audio import AudioModel
 from multimodal.config import EMOTIONS
-from training.evaluate import recording_probabilities
+from training.evaluate import recording_probabilities, seven_classes
 from training.speech_datasets import load_speech_corpus
 
 
@@ -30,9 +30,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     items = [u for u in load_speech_corpus(args.data) if u.corpus == "cremad" and args.fold in (None, u.fold)]
     model = AudioModel(args.model)
-    _, dists, _ = recording_probabilities(model, items)["cremad"]
-    pred = to_project_labels(np.array(dists), model.card.labels).argmax(1)
-    meant = np.array([EMOTIONS.index(project_label(u.label)) for u in items])
+    labels, dists, _ = recording_probabilities(model, items)["cremad"]
+    meant, probs = seven_classes(np.array(labels), np.array(dists), model.card.labels)
+    pred = probs.argmax(1)
     heard = np.array([EMOTIONS.index(u.info["voice_vote"]) if u.info.get("voice_vote") in EMOTIONS else -1
                       for u in items])
     voted, clear = heard >= 0, heard == meant

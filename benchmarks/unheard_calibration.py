@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from multimodal.audio import AudioModel, apply_temperature, project_label, to_project_labels
-from multimodal.config import EMOTIONS
-from training.evaluate import recording_probabilities
+from multimodal.audio import AudioModel, apply_temperature
+from training.evaluate import recording_probabilities, seven_classes
 from training.metrics import cross_entropy, expected_calibration_error
 from training.speech_datasets import load_speech_corpus
 
@@ -32,9 +31,7 @@ TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 def scored(corpus: str, y: np.ndarray, probs: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Labels and distributions as the reports score ``corpus``: RAVDESS over the model's eight classes,
     the others over seven, calm counted as neutral."""
-    if corpus == "ravdess":
-        return y, probs
-    return np.array([EMOTIONS.index(project_label(names[i])) for i in y]), to_project_labels(probs, names)
+    return (y, probs) if corpus == "ravdess" else seven_classes(y, probs, names)
 
 
 def main(argv=None) -> dict:

@@ -215,12 +215,19 @@ def evaluate_face_sets(model_path: str | Path, data: str | Path, out_dir: str | 
     return {**results, "no_face": no_face, "trained_on": trained_on}
 
 
+def seven_classes(y: np.ndarray, probs: np.ndarray, labels: tuple[str, ...] = SPEECH_LABELS
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Labels ``y`` (n,, indices into ``labels``) and distributions ``probs`` (n, len(labels)) over the
+    project's seven classes, calm counted as neutral."""
+    y7 = np.array([EMOTIONS.index(project_label(labels[i])) for i in y])
+    return y7, to_project_labels(np.asarray(probs, dtype=np.float64), labels)
+
+
 def evaluate_audio_arrays(y: np.ndarray, probs: np.ndarray, out_dir: str | Path, title: str,
                           extra_notes: list[str] | None = None) -> dict:
     """8-class and 7-class (calm merged into neutral) metrics of audio predictions."""
     eight = classification_metrics(y, probs, SPEECH_LABELS)
-    y7 = np.array([EMOTIONS.index(project_label(SPEECH_LABELS[i])) for i in y])
-    p7 = to_project_labels(np.asarray(probs, dtype=np.float64), SPEECH_LABELS)
+    y7, p7 = seven_classes(y, probs)
     seven = classification_metrics(y7, p7, EMOTIONS)
     notes = [f"{len(y)} utterances, speaker-independent (no test actor seen in training or selection)",
              "7-class: RAVDESS calm merged into neutral"] + (extra_notes or [])
