@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model")
     tsub = t.add_subparsers(dest="modality", required=True, metavar="MODALITY")
-    from training.config import AUGMENTATIONS, AudioTrainConfig, VisualTrainConfig
+    from training.config import AUGMENTATIONS, POOLINGS, AudioTrainConfig, VisualTrainConfig
     vd, ad = VisualTrainConfig(Path(), Path()), AudioTrainConfig((), Path())
     tv = tsub.add_parser("visual", help="facial-expression model on FER2013, with other face sets if given")
     tv.add_argument("--data", required=True, type=Path, help="fer2013.csv or the folder with train/ and test/")
@@ -245,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--channel", type=_fraction, default=ad.augment.channel, metavar="P",
                     help="chance that an augmented copy passes a random band-pass, as through a phone or a "
                          "small microphone (default %(default)s)")
+    ta.add_argument("--pooling", choices=POOLINGS, default=ad.pooling,
+                    help="over time: mean and maximum (avgmax, default) or attentive statistics pooling "
+                         "(attention: a learnt weight per frame, weighted mean and standard deviation)")
+    ta.add_argument("--widths", type=_positive(int), nargs=4, default=ad.widths, metavar="N",
+                    help=f"filters of the four convolution stages (default {' '.join(map(str, ad.widths))}; "
+                         "wider: 128 256 256 512)")
     ta.add_argument("--epochs", type=_positive(int), default=ad.epochs)
     ta.add_argument("--patience", type=_positive(int), default=ad.patience)
     ta.add_argument("--cache-dir", type=Path, default=ad.cache_dir, metavar="DIR",
@@ -483,7 +489,7 @@ def cmd_train(args) -> int:
     from training.config import AudioTrainConfig
     from training.train_audio import cross_validate, train_audio
     defaults = AudioTrainConfig((), Path())
-    cfg = config_from_args(AudioTrainConfig, args, data=tuple(args.data),
+    cfg = config_from_args(AudioTrainConfig, args, data=tuple(args.data), widths=tuple(args.widths),
                            augment=replace(defaults.augment, reverb=args.reverb, channel=args.channel))
     if args.cv:
         cv = cross_validate(cfg)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict
 
 import cv2
 import numpy as np
@@ -120,6 +121,32 @@ def test_export_tflite_round_trip(tiny_models, tmp_path):
     clips = [np.random.default_rng(2).normal(0, 0.1, 16000 * n).astype(np.float32) for n in (1, 3)]
     assert AudioModel(tmp_path / "audio.tflite").predict_proba(clips) == pytest.approx(
         AudioModel(tmp_path / "audio.keras").predict_proba(clips), abs=1e-5)
+
+
+def test_attentive_pooling_loads_safely_and_exports(tmp_path):
+    """The attention-pooled speech network: safe-mode loading, any length, the same under TFLite."""
+    import keras
+
+    from multimodal.audio import AudioModel
+    from multimodal.config import AudioFeatureConfig
+    from multimodal.models import write_card
+    from training.audio_models import cnn1d
+    from training.export_tflite import export
+    from training.speech_datasets import SPEECH_LABELS
+
+    feat = AudioFeatureConfig()
+    n = feat.n_mfcc * 3
+    keras.utils.set_random_seed(3)
+    src = tmp_path / "audio.keras"
+    cnn1d(n, len(SPEECH_LABELS), np.zeros(n), np.ones(n), widths=(4, 4, 4, 4), pooling="attention").save(src)
+    write_card(src, "audio", SPEECH_LABELS, features=asdict(feat))
+    assert "same top class" in export(src)
+    clips = [np.random.default_rng(4).normal(0, 0.1, int(16000 * s)).astype(np.float32) for s in (0.7, 3, 5.5)]
+    reference = AudioModel(src).predict_proba(clips)
+    assert reference.shape == (3, len(EMOTIONS)) and np.allclose(reference.sum(axis=1), 1, atol=1e-5)
+    assert AudioModel(src.with_suffix(".tflite")).predict_proba(clips) == pytest.approx(reference, abs=1e-5)
+    with pytest.raises(ValueError, match="pooling"):
+        cnn1d(n, len(SPEECH_LABELS), np.zeros(n), np.ones(n), pooling="median")
 
 
 def test_analyze_needs_no_tensorflow(face_video, tmp_path):

@@ -243,6 +243,7 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
                  "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--utterance-norm",
                  "--crowd-targets", "0.5", "--mixup", "0.3", "--reverb", "0.5", "--channel", "0.5", "--epochs", "1",
+                 "--pooling", "attention", "--widths", "4", "8", "8", "8",
                  "--cache-dir", str(tmp_path / "shared-cache"),
                  "--out", str(out)]) == 0
     assert len(list((tmp_path / "shared-cache").glob("speech-features-*.npy"))) == 1
@@ -254,6 +255,7 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     assert card["training"]["training_utterances"] == {"ravdess": 8}
     assert card["training"]["masks"] == {"time": 2, "coefficients": 1} and card["training"]["utterance_norm"]
     assert card["training"]["crowd_targets"] == 0.5 and card["training"]["mixup"] == 0.3
+    assert card["training"]["pooling"] == "attention" and card["training"]["widths"] == [4, 8, 8, 8]
     assert card["training"]["augmentation"]["reverb"] == 0.5 and card["training"]["augmentation"]["channel"] == 0.5
     # The network ignores a constant added to every frame of a feature (a microphone's colouring).
     model = AudioModel(out / "model.keras")

@@ -5,10 +5,12 @@ import keras
 import numpy as np
 from keras import layers
 
+from training.config import POOLINGS
+
 
 def cnn1d(n_features: int, num_classes: int, mean: np.ndarray, variance: np.ndarray,
           widths: tuple[int, ...] = (64, 128, 128, 256), dropout: float = 0.4,
-          utterance_norm: bool = False) -> keras.Model:
+          utterance_norm: bool = False, pooling: str = "avgmax") -> keras.Model:
     """A 1D CNN over MFCC frames.
 
     Input: ``(time, n_features)`` frames of any length; convolutions run along
@@ -22,7 +24,15 @@ def cnn1d(n_features: int, num_classes: int, mean: np.ndarray, variance: np.ndar
     frame alike, which shifts the MFCC means, and a corpus recorded
     elsewhere then looks unlike anything trained on. ``mean`` and
     ``variance`` must then describe features so normalised.
+
+    ``pooling`` turns the last convolution's frames into one vector:
+    ``"avgmax"`` concatenates their mean and maximum; ``"attention"`` is
+    attentive statistics pooling, a weighted mean and standard deviation
+    whose weights a small layer learns per frame, so that the frames that
+    carry the emotion (a stressed syllable) count for more than pauses.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling {pooling!r}: not one of {', '.join(POOLINGS)}")
     inputs = keras.Input((None, n_features), name="mfcc")
     x = inputs - keras.ops.mean(inputs, axis=1, keepdims=True) if utterance_norm else inputs
     x = layers.Normalization(axis=-1, mean=mean, variance=variance)(x)
@@ -33,7 +43,27 @@ def cnn1d(n_features: int, num_classes: int, mean: np.ndarray, variance: np.ndar
         x = layers.ReLU()(x)
         x = layers.MaxPooling1D(2, padding="same")(x)
         x = layers.SpatialDropout1D(0.1)(x)
-    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    if pooling == "attention":
+        x = attentive_statistics(x)
+    else:
+        x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="emotion")(x)
     return keras.Model(inputs, outputs, name="cnn1d")
+
+
+def attentive_statistics(x, hidden: int = 64):
+    """Attentive statistics pooling of ``(batch, time, channels)`` frames.
+
+    Returns ``(batch, 2 * channels)``: the mean and standard deviation over
+    time, each frame weighted by a softmax over time of a learnt score.
+    Built from plain layers and ``keras.ops`` so that the saved model loads
+    in safe mode and converts to TFLite.
+    """
+    score = layers.Conv1D(hidden, 1, activation="tanh", name="attention_hidden")(x)
+    score = layers.Conv1D(1, 1, name="attention_score")(score)
+    weights = layers.Softmax(axis=1, name="attention_weights")(score)
+    mean = keras.ops.sum(weights * x, axis=1)
+    second = keras.ops.sum(weights * keras.ops.square(x), axis=1)
+    std = keras.ops.sqrt(keras.ops.maximum(second - keras.ops.square(mean), 1e-6))
+    return layers.Concatenate()([mean, std])

@@ -18,6 +18,9 @@ AUGMENTATIONS = {
              "a random occluding rectangle",
 }
 
+# How the speech network pools its frames over time (see training.audio_models.cnn1d).
+POOLINGS = ("avgmax", "attention")
+
 
 @dataclass(frozen=True)
 class VisualTrainConfig:
@@ -93,3 +96,5 @@ class AudioTrainConfig:
     utterance_norm: bool = False  # the network subtracts each input's own mean over time first
     crowd_targets: float = 0.0  # share of a target moved to the emotion CREMA-D's listeners heard, x their agreement
     mixup: float = 0.0  # alpha of the Beta distribution of mixup's weights; 0 = no mixup
+    pooling: str = "avgmax"  # one of POOLINGS
+    widths: tuple[int, ...] = (64, 128, 128, 256)  # filters of the four convolution stages

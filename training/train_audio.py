@@ -294,7 +294,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     mean, var = sample.mean(axis=(0, 1)), sample.var(axis=(0, 1))
 
     def build():
-        model = cnn1d(feats.shape[-1], len(SPEECH_LABELS), mean, var, utterance_norm=cfg.utterance_norm)
+        model = cnn1d(feats.shape[-1], len(SPEECH_LABELS), mean, var, widths=cfg.widths,
+                      utterance_norm=cfg.utterance_norm, pooling=cfg.pooling)
         steps = int(np.ceil(len(x_train_all) / cfg.batch_size))
         schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.epochs * steps)
         model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-3),
@@ -334,7 +335,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "held_out_corpus": cfg.hold_out_corpus, "balanced_sampling": cfg.balance,
                           "masks": {"time": cfg.time_masks, "coefficients": cfg.coefficient_masks},
                           "utterance_norm": cfg.utterance_norm, "crowd_targets": cfg.crowd_targets,
-                          "mixup": cfg.mixup,
+                          "mixup": cfg.mixup, "pooling": cfg.pooling, "widths": list(cfg.widths),
                           "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
                           "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()})
     write_card(model_path, "audio", SPEECH_LABELS, **card)  # evaluation loads the model through its card
