@@ -224,11 +224,10 @@ def test_shared_cremad_and_tess_opus_load():
     assert len(load_tess(SHARED_DATA / "tess")) >= 1399
 
 
-def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
-    """A tiny run: RAVDESS-named and EmoDB-named files, EmoDB held out whole, balanced sampling, calibrated."""
-    from multimodal.cli import main
+def _tiny_corpora(root: Path) -> Path:
+    """Four RAVDESS-named recordings of one actor of each of folds 0-2 and four EmoDB-named ones of
+    speakers 03 and 08 (EmoDB's fold 0)."""
     from training.speech_datasets import RAVDESS_FOLDS
-    root = tmp_path / "data"
     for fold in (0, 1, 2):
         actor = RAVDESS_FOLDS[fold][0]
         d = root / "ravdess" / f"Actor_{actor:02d}"
@@ -239,6 +238,13 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     for speaker in ("03", "08"):
         for letter in ("W", "F", "T", "N"):
             sf.write(root / "emodb" / f"{speaker}a01{letter}a.wav", speech_like(1.0, seed=ord(letter)), 16000)
+    return root
+
+
+def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
+    """A tiny run: RAVDESS-named and EmoDB-named files, EmoDB held out whole, balanced sampling, calibrated."""
+    from multimodal.cli import main
+    root = _tiny_corpora(tmp_path / "data")
     out = tmp_path / "run"
     assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
                  "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--utterance-norm",
@@ -287,3 +293,39 @@ def test_protocol_tables_score_before_and_after_calibration_over_the_same_classe
     (run / "model.keras.json").write_text(json.dumps({"metrics": {"ece_uncalibrated": 0.9}}))  # eight-class
     got = protocols.held_out(run)["cremad"]
     assert got["ece"] == 0.2 and got["ece_uncalibrated"] == 0.5 and got["recall"] == {"angry": 0.5}
+
+
+def test_ensemble_of_runs_averages_calibrated_members_and_checks_their_split(tmp_path):
+    """Two tiny runs of fold 0 averaged into one model: its output is the mean of the members'
+    distributions after their own temperatures; it gets a temperature, test figures and a card naming
+    its members; a run of another split is refused."""
+    from multimodal.cli import main as cli
+    from training.ensemble import main
+    root = _tiny_corpora(tmp_path / "data")
+    runs = []
+    for name, options in (("a", []), ("b", ["--seed", "2", "--pooling", "attention"])):
+        runs.append(tmp_path / name)
+        assert cli(["train", "audio", "--data", str(root), "--test-fold", "0", "--val-fold", "1", *options,
+                    "--widths", "4", "8", "8", "8", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"),
+                    "--out", str(runs[-1])]) == 0
+    other = tmp_path / "other"  # run a's model, as if selected on fold 2
+    shutil.copytree(runs[0], other)
+    fields = json.loads((other / "model.keras.json").read_text())
+    fields["training"]["validation_fold"] = 2
+    write_card(other / "model.keras", "audio", SPEECH_LABELS,
+               **{k: v for k, v in fields.items() if k not in ("kind", "file", "labels", "sha256", "size_bytes")})
+    out = tmp_path / "ensemble"
+    assert main([str(out), str(runs[0]), str(runs[1]), "--data", str(root)]) == 0
+    card = json.loads((out / "model.keras.json").read_text())
+    members = card["training"]["ensemble"]
+    assert [m["sha256"] for m in members] == [json.loads((r / "model.keras.json").read_text())["sha256"]
+                                              for r in runs[:2]]
+    assert card["training"]["test_fold"] == 0 and card["training"]["validation_fold"] == 1
+    assert card["calibration"]["temperature"] > 0 and card["metrics"]["split"].startswith("RAVDESS fold 0")
+    assert (out / "report" / "ravdess" / "report.json").exists()
+    x = np.random.default_rng(5).normal(size=(3, 150, 120)).astype(np.float32)
+    expected = np.mean([apply_temperature(AudioModel(r / "model.keras").model.predict_on_batch(x).astype(np.float64),
+                                          m["temperature"]) for r, m in zip(runs[:2], members)], axis=0)
+    assert AudioModel(out / "model.keras").model.predict_on_batch(x) == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="another split"):
+        main([str(tmp_path / "mixed"), str(runs[0]), str(other), "--data", str(root)])

@@ -338,23 +338,38 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "mixup": cfg.mixup, "pooling": cfg.pooling, "widths": list(cfg.widths),
                           "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
                           "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()})
+    return calibrate_and_test(model_path, card, [items[i] for i in te], [items[i] for i in va], val_fold,
+                              cfg.test_fold, cfg.hold_out_corpus, log)
+
+
+def calibrate_and_test(model_path: Path, card: dict, test_items: list, val_items: list, val_fold: int,
+                       test_fold: int, hold_out_corpus: str | None, log) -> dict:
+    """Write the card of a trained speech model, fit its temperature on the validation speakers and score
+    the test speakers before and after it, as ``analyze`` scores files.
+
+    ``card`` holds the card's fields except calibration and metrics, which this adds; reports go to
+    ``report_uncalibrated/`` and ``report/`` beside the model. Returns the first held-out corpus's
+    summary (RAVDESS's, or the held-out corpus's) with ``by_corpus``, every corpus's.
+    """
+    out = model_path.parent
+    test_name = (f"all of {hold_out_corpus}" if hold_out_corpus
+                 else f"test fold {test_fold} (RAVDESS actors {RAVDESS_FOLDS[test_fold]})")
     write_card(model_path, "audio", SPEECH_LABELS, **card)  # evaluation loads the model through its card
-    test_items = [items[i] for i in te]
     uncalibrated = evaluate_recordings(model_path, test_items, out / "report_uncalibrated",
                                        "Audio model (uncalibrated) on held-out speakers", temperature=1.0)
-    calibration = calibrate_audio_model(model_path, [items[i] for i in va],
+    calibration = calibrate_audio_model(model_path, val_items,
                                         f"validation fold {val_fold}: held-out speakers of "
-                                        + ", ".join(sorted({items[i].corpus for i in va})))
+                                        + ", ".join(sorted({u.corpus for u in val_items})))
     log.info("calibration: temperature %.3f fitted on the validation speakers (ECE there %.3f -> %.3f)",
              calibration["temperature"], calibration["ece_before"], calibration["ece_after"])
-    card["calibration"] = calibration
+    card = {**card, "calibration": calibration}
     results = evaluate_recordings(model_path, test_items, out / "report", f"Audio model on {test_name}")
-    first = cfg.hold_out_corpus or ("ravdess" if "ravdess" in results else sorted(results)[0])
+    first = hold_out_corpus or ("ravdess" if "ravdess" in results else sorted(results)[0])
     summary = results[first]
-    metrics = {"split": split_name(first, cfg.test_fold, cfg.hold_out_corpus), "scored_as": "analyze scores a file",
+    metrics = {"split": split_name(first, test_fold, hold_out_corpus), "scored_as": "analyze scores a file",
                **_headline(summary), "ece_uncalibrated": uncalibrated[first]["ece"]}
     for corpus in sorted(results.keys() - {first}):  # other held-out speakers, e.g. EmoDB's of this fold
-        metrics[corpus] = {"split": split_name(corpus, cfg.test_fold), **_headline(results[corpus]),
+        metrics[corpus] = {"split": split_name(corpus, test_fold), **_headline(results[corpus]),
                            "ece_uncalibrated": uncalibrated[corpus]["ece"]}
     write_card(model_path, "audio", SPEECH_LABELS, **card, metrics=metrics)
     for corpus, r in results.items():
