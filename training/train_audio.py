@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+import keras
 import numpy as np
 from tqdm import tqdm
 
@@ -116,7 +117,7 @@ def compute_features(items: list[Utterance], feat: AudioFeatureConfig, aug: Augm
     key = feature_cache_key(items, feat, aug, seed)
     cache = Path(cache_dir) / f"speech-features-{key}.npy" if cache_dir else None
     if cache is not None and cache.exists():
-        return np.load(cache)
+        return np.load(cache, mmap_mode="r")  # read in place: runs sharing a cache share its pages
     n = int(CLIP_SECONDS * feat.sample_rate)
     out = np.zeros(0, np.float16)
     for i, u in enumerate(tqdm(items, desc="features", unit="file", disable=None)):
@@ -257,11 +258,25 @@ def balanced_draw(corpus: np.ndarray, y: np.ndarray, n: int, rng: np.random.Gene
     return rng.choice(len(y), size=n, replace=True, p=weights / weights.sum())
 
 
+class WindowBatches(keras.utils.PyDataset):
+    """Batches of training windows ``x`` (n, frames, features) and targets ``t`` (n, classes), taken
+    in place in the given ``order`` (n,) of row indices."""
+
+    def __init__(self, x: np.ndarray, t: np.ndarray, order: np.ndarray, batch_size: int):
+        super().__init__()
+        self.x, self.t, self.order, self.batch_size = x, t, order, batch_size
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.order) / self.batch_size))
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        return self.x[rows], self.t[rows]
+
+
 def train_audio(cfg: AudioTrainConfig) -> dict:
     """Train one model holding out ``cfg.test_fold``; returns its test metrics."""
-    import keras
     import tensorflow as tf
-
 
     out = Path(cfg.out)
     log = setup_logging(out, "train_audio")
@@ -306,16 +321,20 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
 
     def train_data(epoch: int):
         rng = np.random.default_rng([cfg.seed, epoch])
-        rows = balanced_draw(corpus_all, y_train_all, len(y_train_all), rng) if cfg.balance \
-            else np.arange(len(y_train_all))
-        x = random_windows(x_train_all[rows], frames, rng).astype(np.float32)
+        if cfg.balance:
+            rows = balanced_draw(corpus_all, y_train_all, len(y_train_all), rng)
+            x, t = random_windows(x_train_all[rows], frames, rng), t_train_all[rows]
+        else:
+            x, t = random_windows(x_train_all, frames, rng), t_train_all
+        x = x.astype(np.float32, copy=False)
         if cfg.time_masks or cfg.coefficient_masks:
             mask_windows(x, fill, rng, cfg.time_masks, cfg.coefficient_masks, cfg.features.n_mfcc)
-        t = t_train_all[rows]
         if cfg.mixup:
             x, t = mixup(x, t, cfg.mixup, rng)
-        return (tf.data.Dataset.from_tensor_slices((x, t))
-                .shuffle(len(x), seed=cfg.seed + epoch).batch(cfg.batch_size).prefetch(2))
+        # The order a full tf.data shuffle of the windows would give (it depends on the seeds and the
+        # count only), without the two copies of the windows that such a pipeline holds.
+        order = next(iter(tf.data.Dataset.range(len(x)).shuffle(len(x), seed=cfg.seed + epoch).batch(len(x))))
+        return WindowBatches(x, t, order.numpy(), cfg.batch_size)
 
     y_val = np.eye(len(SPEECH_LABELS), dtype=np.float32)[y[va]]  # the intended emotions select
     model, state = fit_resumable(build, train_data, (x_val, y_val), out, epochs=cfg.epochs,
