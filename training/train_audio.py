@@ -18,7 +18,6 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-import keras
 import numpy as np
 from tqdm import tqdm
 
@@ -191,7 +190,7 @@ def mixup(x: np.ndarray, t: np.ndarray, alpha: float, rng: np.random.Generator) 
     lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
     lam = np.maximum(lam, 1 - lam)
     perm = rng.permutation(len(x))
-    x_mixed = np.empty(x.shape, np.float32)
+    x_mixed = np.empty(x.shape, x.dtype)
     for s in range(0, len(x), 1024):  # in chunks: a training set of windows is gigabytes
         part = slice(s, s + 1024)
         x_mixed[part] = lam[part, None, None] * x[part] + (1 - lam[part, None, None]) * x[perm[part]]
@@ -258,24 +257,9 @@ def balanced_draw(corpus: np.ndarray, y: np.ndarray, n: int, rng: np.random.Gene
     return rng.choice(len(y), size=n, replace=True, p=weights / weights.sum())
 
 
-class WindowBatches(keras.utils.PyDataset):
-    """Batches of training windows ``x`` (n, frames, features) and targets ``t`` (n, classes), taken
-    in place in the given ``order`` (n,) of row indices."""
-
-    def __init__(self, x: np.ndarray, t: np.ndarray, order: np.ndarray, batch_size: int):
-        super().__init__()
-        self.x, self.t, self.order, self.batch_size = x, t, order, batch_size
-
-    def __len__(self) -> int:
-        return int(np.ceil(len(self.order) / self.batch_size))
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-        return self.x[rows], self.t[rows]
-
-
 def train_audio(cfg: AudioTrainConfig) -> dict:
     """Train one model holding out ``cfg.test_fold``; returns its test metrics."""
+    import keras
     import tensorflow as tf
 
     out = Path(cfg.out)
@@ -326,15 +310,16 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
             x, t = random_windows(x_train_all[rows], frames, rng), t_train_all[rows]
         else:
             x, t = random_windows(x_train_all, frames, rng), t_train_all
-        x = x.astype(np.float32, copy=False)
         if cfg.time_masks or cfg.coefficient_masks:
             mask_windows(x, fill, rng, cfg.time_masks, cfg.coefficient_masks, cfg.features.n_mfcc)
         if cfg.mixup:
             x, t = mixup(x, t, cfg.mixup, rng)
         # The order a full tf.data shuffle of the windows would give (it depends on the seeds and the
-        # count only), without the two copies of the windows that such a pipeline holds.
+        # count only), applied here: a shuffle buffer would hold another copy of the windows.
         order = next(iter(tf.data.Dataset.range(len(x)).shuffle(len(x), seed=cfg.seed + epoch).batch(len(x))))
-        return WindowBatches(x, t, order.numpy(), cfg.batch_size)
+        x, t = x[order.numpy()], t[order.numpy()]
+        return (tf.data.Dataset.from_tensor_slices((x, t)).batch(cfg.batch_size)
+                .map(lambda xb, tb: (tf.cast(xb, tf.float32), tb)).prefetch(2))
 
     y_val = np.eye(len(SPEECH_LABELS), dtype=np.float32)[y[va]]  # the intended emotions select
     model, state = fit_resumable(build, train_data, (x_val, y_val), out, epochs=cfg.epochs,
