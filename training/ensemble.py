@@ -57,7 +57,7 @@ def ensemble_runs(out: Path, runs: list[Path], data: list[Path]) -> dict:
     import keras
 
     from training.loop import save_model_atomic, setup_logging
-    from training.train_audio import calibrate_and_test
+    from training.train_audio import calibrate_and_test, split_indices
 
     if len(runs) < 2:
         raise ValueError("an ensemble needs at least two runs")
@@ -80,19 +80,15 @@ def ensemble_runs(out: Path, runs: list[Path], data: list[Path]) -> dict:
     save_model_atomic(average_models(members, temperatures), model_path)
     log.info("ensemble of %s (temperatures %s)", ", ".join(map(str, runs)), temperatures)
     items = load_speech_corpus(*data)
-    if hold_out:
-        test = [u for u in items if u.corpus == hold_out]
-        val = [u for u in items if u.corpus != hold_out and u.fold == val_fold]
-    else:
-        test = [u for u in items if u.fold == test_fold]
-        val = [u for u in items if u.fold == val_fold]
+    _, va, te = split_indices(items, test_fold, val_fold, hold_out)
     card = {k: first[k] for k in ("input", "preprocessing", "features", "label_mapping") if k in first}
     card["training"] = {**{k: first["training"][k] for k in ("datasets", "training_utterances", "test_fold",
                                                             "test_actors", "held_out_corpus", "validation_fold")
                            if k in first["training"]},
                         "ensemble": [{"run": str(r), "sha256": c["sha256"], "temperature": t,
                                       "training": c["training"]} for r, c, t in zip(runs, cards, temperatures)]}
-    return calibrate_and_test(model_path, card, test, val, val_fold, test_fold, hold_out, log)
+    return calibrate_and_test(model_path, card, [items[i] for i in te], [items[i] for i in va], val_fold, test_fold,
+                              hold_out, log)
 
 
 def main(argv=None) -> int:
