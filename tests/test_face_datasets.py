@@ -154,12 +154,19 @@ def test_device_pack_and_train_under_a_deadline(tmp_path, rafdb_dir):
     # a deadline already past: the loop still runs its first two epochs (to time one), then stops
     out = tmp_path / "run"
     main(["train", "--pack", str(pack), "--out", str(out), "--epochs", "4", "--minutes", "0",
-          "--batch-size", "8", "--workers", "1", "--keep-model"])
+          "--batch-size", "8", "--workers", "1", "--keep-model", "--keep-int8"])
     run = json.loads((out / "run.json").read_text())
     assert run["epochs_run"] == 2
     probs = np.load(out / "probabilities.npz")
     assert probs["test_fer_private"].shape == (8, 7)
     assert (out / "model.keras").exists() and not (out / "checkpoints").exists()
+    # The int8 weights rebuild the same network: the same answers within the rounding of the weights.
+    main(["restore", str(out), "--out", str(tmp_path / "restored.keras")])
+    import keras
+    faces = sets["test_fer_private"]["faces"][..., None].astype(np.float32)
+    kept, restored = (keras.saving.load_model(p, safe_mode=True).predict_on_batch(faces)
+                      for p in (out / "model.keras", tmp_path / "restored.keras"))
+    assert np.abs(kept - restored).max() < 0.02
 
 
 def test_device_shell_script_runs_every_run_on_a_cpu(tmp_path):

@@ -14,7 +14,13 @@ probabilities it gives every packed face: selection and test sets, to score
 it back here with the project's own metrics, and training faces, so that a
 network too large to bring back still serves as a teacher (``--teacher``).
 
-Run ``python -m training.device_visual pack --help`` and ``train --help``.
+A large network's ``.keras`` file (InceptionResNetV2: 54 M parameters) is
+larger than what a call brings back; ``train --keep-int8`` writes its weights
+as int8 with a float scale per output channel (about a quarter of the float32
+size), and ``restore`` (here) rebuilds the network and loads them into a
+``.keras`` file that ``train visual --teacher`` or ``evaluate visual`` takes.
+
+Run ``python -m training.device_visual pack --help``, ``train --help`` and ``restore --help``.
 """
 from __future__ import annotations
 
@@ -124,6 +130,42 @@ def flip_averaged(model, faces: np.ndarray, batch_size: int = 512) -> np.ndarray
     return np.concatenate(out).astype(np.float32)
 
 
+def quantize_weights(weights: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """int8 copies of a model's weights, for ``np.savez``: each tensor of two or more dimensions
+    as ``q{i}`` (int8) and ``s{i}``, a float32 scale per entry of its last axis (the output channel),
+    with ``w ~= q * s``; smaller tensors (biases, normalisation statistics) as ``w{i}``, float32."""
+    out: dict[str, np.ndarray] = {}
+    for i, w in enumerate(weights):
+        if w.ndim >= 2:
+            scale = np.abs(w).reshape(-1, w.shape[-1]).max(axis=0) / 127.0
+            scale[scale == 0] = 1.0
+            out[f"q{i}"] = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+            out[f"s{i}"] = scale.astype(np.float32)
+        else:
+            out[f"w{i}"] = w.astype(np.float32)
+    return out
+
+
+def dequantize_weights(arrays, count: int) -> list[np.ndarray]:
+    """The float32 weights that :func:`quantize_weights` stored (``count`` tensors, in order)."""
+    return [arrays[f"q{i}"].astype(np.float32) * arrays[f"s{i}"] if f"q{i}" in arrays else arrays[f"w{i}"]
+            for i in range(count)]
+
+
+def restore(args) -> None:
+    """Rebuild a run's network from its ``run.json`` and load its int8 weights into a ``.keras`` file."""
+    from training.loop import save_model_atomic
+    from training.visual_models import BACKBONES
+
+    run = json.loads((args.run / "run.json").read_text())
+    kwargs = {"input_size": int(run["input_size"])} if run["backbone"] == "inception_resnet_v2" else {}
+    model = BACKBONES[run["backbone"]](**kwargs)
+    with np.load(args.run / "weights_int8.npz", allow_pickle=False) as z:
+        model.set_weights(dequantize_weights(z, len(model.get_weights())))
+    save_model_atomic(model, args.out)
+    print(f"{args.out}: {run['backbone']} from {args.run / 'weights_int8.npz'}")
+
+
 def train(args) -> None:
     """Train one network on the pack under a deadline; write its model, log and probabilities."""
     import keras
@@ -193,6 +235,8 @@ def train(args) -> None:
                                              indent=1))
     if args.keep_model:  # without the optimizer's state: the file that could ship
         export_model(out / "checkpoints" / "best.keras", out / "model.keras")
+    if args.keep_int8:
+        np.savez(out / "weights_int8.npz", **quantize_weights(model.get_weights()))  # type: ignore[arg-type]
     # Checkpoints are for resuming on this machine; a large network's are too big to
     # bring back, and its probabilities stand for it.
     shutil.rmtree(out / "checkpoints")
@@ -229,7 +273,13 @@ def main(argv=None) -> None:
     t.add_argument("--workers", type=int, default=3)
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--keep-model", action="store_true", help="leave checkpoints/best.keras in --out")
+    t.add_argument("--keep-int8", action="store_true",
+                   help="also write the best model's weights as int8 (weights_int8.npz; see restore)")
     t.set_defaults(func=train)
+    r = sub.add_parser("restore", help="a .keras model from a run's weights_int8.npz and run.json (CPU machine)")
+    r.add_argument("run", type=Path, help="the run's folder, as it came back")
+    r.add_argument("--out", type=Path, required=True)
+    r.set_defaults(func=restore)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -18,6 +18,10 @@ EPOCHS_SCALE=${EPOCHS_SCALE:-1}
 WORK=${WORK:-runs}
 RUNS_ONLY=${RUNS_ONLY:-}  # space-separated run names (default: all)
 BACKEND=${BACKEND:-}      # one Keras backend for every run (default: each run's own)
+# IRV2_INT8=1: the InceptionResNetV2 runs also bring back their weights as int8 (about 53 MiB each, so run one
+# alone, e.g. RUNS_ONLY=irv2_jax IRV2_INT8=1 MINUTES=7 EPOCHS_SCALE=0.5, inside one call's 10 minutes);
+# `python -m training.device_visual restore RUN --out MODEL.keras` rebuilds them here.
+IRV2_KEEP=$([ "${IRV2_INT8:-0}" = 1 ] && echo --keep-int8)
 mkdir -p "$OUT" "$WORK/device_logs"
 if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -48,9 +52,9 @@ run compact_soft_seed2 jax --targets soft --epochs "$(e 24)" --seed 2 --keep-mod
 run finetune_soft jax --targets soft --init models/visual_default.keras --learning-rate 2e-4 \
     --epochs "$(e 10)" --keep-model &
 run irv2_torch torch --backbone inception_resnet_v2 --input-size 96 --learning-rate 3e-4 \
-    --batch-size 128 --epochs "$(e 12)" &
+    --batch-size 128 --epochs "$(e 12)" $IRV2_KEEP &
 run irv2_jax jax --backbone inception_resnet_v2 --input-size 96 --learning-rate 3e-4 \
-    --batch-size 128 --epochs "$(e 12)" &
+    --batch-size 128 --epochs "$(e 12)" $IRV2_KEEP &
 wait
 for dir in "$WORK"/device_runs/*/; do
     name=$(basename "$dir")
