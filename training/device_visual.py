@@ -155,11 +155,11 @@ def dequantize_weights(arrays, count: int) -> list[np.ndarray]:
 def restore(args) -> None:
     """Rebuild a run's network from its ``run.json`` and load its int8 weights into a ``.keras`` file."""
     from training.loop import save_model_atomic
-    from training.visual_models import BACKBONES
+    from training.visual_models import compact_cnn, inception_resnet_v2
 
     run = json.loads((args.run / "run.json").read_text())
-    kwargs = {"input_size": int(run["input_size"])} if run["backbone"] == "inception_resnet_v2" else {}
-    model = BACKBONES[run["backbone"]](**kwargs)
+    model = (inception_resnet_v2(input_size=int(run["input_size"])) if run["backbone"] == "inception_resnet_v2"
+             else compact_cnn())
     with np.load(args.run / "weights_int8.npz", allow_pickle=False) as z:
         model.set_weights(dequantize_weights(z, len(model.get_weights())))
     save_model_atomic(model, args.out)
