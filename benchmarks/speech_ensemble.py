@@ -29,6 +29,7 @@ from multimodal.config import EMOTIONS
 from training.evaluate import recording_probabilities, seven_classes
 from training.metrics import classification_metrics
 from training.speech_datasets import SPEECH_LABELS, load_speech_corpus
+from training.train_audio import split_indices
 
 SPLITS = [f"fold{k}" for k in range(5)] + [f"loco_{c}" for c in ("ravdess", "cremad", "tess", "emodb")]
 
@@ -36,8 +37,11 @@ SPLITS = [f"fold{k}" for k in range(5)] + [f"loco_{c}" for c in ("ravdess", "cre
 def held_out_items(items: list, split: str) -> list:
     """The recordings a split tests on: fold k of every corpus with folds, or all of one corpus."""
     if split.startswith("fold"):
-        return [u for u in items if u.fold == int(split[4:])]
-    return [u for u in items if u.corpus == split[5:]]
+        k = int(split[4:])
+        _, _, test = split_indices(items, k, (k + 1) % 5)
+    else:
+        _, _, test = split_indices(items, 0, 0, split[5:])
+    return [items[i] for i in test]
 
 
 def member_distributions(run: Path, items: list, cache: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -316,8 +316,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
             x, t = mixup(x, t, cfg.mixup, rng)
         # The order a full tf.data shuffle of the windows would give (it depends on the seeds and the
         # count only), applied here: a shuffle buffer would hold another copy of the windows.
-        order = next(iter(tf.data.Dataset.range(len(x)).shuffle(len(x), seed=cfg.seed + epoch).batch(len(x))))
-        x, t = x[order.numpy()], t[order.numpy()]
+        order = next(iter(tf.data.Dataset.range(len(x)).shuffle(len(x), seed=cfg.seed + epoch).batch(len(x)))).numpy()
+        x, t = x[order], t[order]
         return (tf.data.Dataset.from_tensor_slices((x, t)).batch(cfg.batch_size)
                 .map(lambda xb, tb: (tf.cast(xb, tf.float32), tb)).prefetch(2))
 
