@@ -1,7 +1,7 @@
 """Speech-emotion features, the audio model, and the audio evidence of a clip.
 
-Features are MFCCs (with first and second deltas) on 10 ms frames at 16 kHz
-of the level-normalised clip, computed identically for training, evaluation
+Features are MFCCs (with first and second deltas; optionally followed by the
+pitch contour) on 10 ms frames at 16 kHz of the level-normalised clip, computed identically for training, evaluation
 and ``analyze``: the parameters live in
 :class:`multimodal.config.AudioFeatureConfig` and are stored in the model card.
 
@@ -91,17 +91,52 @@ def normalize_level(y: np.ndarray, target_dbfs: float = -20.0, frame: int = 512)
     return y * np.float32(10 ** (target_dbfs / 20) / ref)
 
 
+def pitch_contour(y: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig(), fmin: float = 70.0,
+                  fmax: float = 500.0, voiced_db: float = 30.0) -> np.ndarray:
+    """The voice's pitch per feature frame, as three channels.
+
+    Pitch comes from YIN (``librosa.yin``, 50 ms frames). Frames more than
+    ``voiced_db`` below the clip's loudest frame are taken as pauses and
+    get the clip's median pitch, since YIN names a pitch even in silence.
+
+    Parameters
+    ----------
+    y : float array, shape (n_samples,), at ``cfg.sample_rate``
+    fmin, fmax : float, Hz, the pitch range searched
+    voiced_db : float, dB below the loudest frame still counted as voice
+
+    Returns
+    -------
+    float32 array, shape (n_frames, 3): pitch in octaves re 200 Hz (the
+    speaker's register), pitch in octaves re the clip's median (the
+    melody), and the delta of the latter; frames as :func:`mfcc_features`.
+    """
+    import librosa
+    frame = int(0.05 * cfg.sample_rate)
+    f0 = librosa.yin(y, fmin=fmin, fmax=fmax, sr=cfg.sample_rate, frame_length=frame, hop_length=cfg.hop_length)
+    rms = librosa.feature.rms(y=y, frame_length=frame, hop_length=cfg.hop_length)[0]
+    octaves = np.log2(f0 / 200.0)
+    voiced = rms > max(float(rms.max()), 1e-7) * 10 ** (-voiced_db / 20)
+    median = float(np.median(octaves[voiced])) if voiced.any() else 0.0
+    octaves = np.where(voiced, octaves, median)
+    melody = octaves - median
+    width = min(9, melody.size if melody.size % 2 else melody.size - 1)
+    slope = librosa.feature.delta(melody, width=width) if width >= 3 else np.zeros_like(melody)
+    return np.stack([octaves, melody, slope], axis=1).astype(np.float32)
+
+
 def mfcc_features(y: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
-    """MFCC (+ deltas) matrix of a mono signal, level-normalised first
-    (:func:`normalize_level`) when ``cfg.level_dbfs`` is set.
+    """MFCC (+ deltas, + pitch contour) matrix of a mono signal, level-normalised
+    first (:func:`normalize_level`) when ``cfg.level_dbfs`` is set.
 
     Parameters
     ----------
     y : float array, shape (n_samples,), at ``cfg.sample_rate``
     Returns
     -------
-    float32 array, shape (n_frames, n_mfcc * 3) with deltas, else (n_frames, n_mfcc);
-    one frame per ``cfg.hop_length`` samples.
+    float32 array, shape (n_frames, n_mfcc * 3) with deltas, else (n_frames, n_mfcc),
+    and three more columns with ``cfg.pitch`` (:func:`pitch_contour`); one frame
+    per ``cfg.hop_length`` samples.
     """
     import librosa
     if cfg.level_dbfs is not None:
@@ -117,7 +152,11 @@ def mfcc_features(y: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig())
                                 librosa.feature.delta(m, order=2, width=width)])
         else:
             m = np.concatenate([m, np.zeros_like(m), np.zeros_like(m)])
-    return m.T.astype(np.float32)
+    m = m.T.astype(np.float32)
+    if cfg.pitch:
+        p = pitch_contour(y, cfg)[:len(m)]
+        m = np.concatenate([m, np.pad(p, ((0, len(m) - len(p)), (0, 0)), mode="edge")], axis=1)
+    return m
 
 
 def center_crop_or_pad(y: np.ndarray, n: int) -> np.ndarray:

@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--channel", type=_fraction, default=ad.augment.channel, metavar="P",
                     help="chance that an augmented copy passes a random band-pass, as through a phone or a "
                          "small microphone (default %(default)s)")
+    ta.add_argument("--pitch", action="store_true",
+                    help="add the voice's pitch contour (three channels after the MFCCs); analyze computes "
+                         "what the model's card asks for")
     ta.add_argument("--pooling", choices=POOLINGS, default=ad.pooling,
                     help="over time: mean and maximum (avgmax, default) or attentive statistics pooling "
                          "(attention: a learnt weight per frame, weighted mean and standard deviation)")
@@ -490,7 +493,8 @@ def cmd_train(args) -> int:
     from training.train_audio import cross_validate, train_audio
     defaults = AudioTrainConfig((), Path())
     cfg = config_from_args(AudioTrainConfig, args, data=tuple(args.data), widths=tuple(args.widths),
-                           augment=replace(defaults.augment, reverb=args.reverb, channel=args.channel))
+                           augment=replace(defaults.augment, reverb=args.reverb, channel=args.channel),
+                           features=replace(defaults.features, pitch=args.pitch))
     if args.cv:
         cv = cross_validate(cfg)
         for k, v in cv.items():

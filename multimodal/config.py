@@ -60,6 +60,11 @@ class AudioFeatureConfig:
     # (see multimodal.audio.normalize_level). None: features of the raw level,
     # as models trained before this option were.
     level_dbfs: float | None = -20.0
+    # Three more channels after the MFCCs: the voice's pitch in octaves re
+    # 200 Hz, the same re the clip's median pitch, and the latter's delta
+    # (see multimodal.audio.pitch_contour). Models trained before this option
+    # have none.
+    pitch: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from multimodal.config import AudioFeatureConfig
 from multimodal.models import write_card
 from tests.conftest import SHARED_DATA
 from tests.media import speech_like, write_wav
+from training.config import AugmentConfig
 from training.speech_datasets import (
     SPEECH_LABELS,
     Utterance,
@@ -271,6 +272,28 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     np.testing.assert_allclose(model.model.predict_on_batch(x), model.model.predict_on_batch(x + shift), atol=1e-5)
     assert card["calibration"]["temperature"] > 0 and "ece_uncalibrated" in card["metrics"]
     assert card["metrics"]["split"].startswith("all of emodb")
+
+
+def test_pitch_channels_are_trained_recorded_and_computed_by_analyze(tiny_models, tmp_path):
+    """``--pitch``: the card asks for the pitch channels, the network takes 123 features, its cache is
+    its own, and ``analyze`` computes the same features from the card."""
+    from multimodal.cli import main
+    from training.train_audio import feature_cache_key
+    root = _tiny_corpora(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
+                 "--pitch", "--widths", "4", "8", "8", "8", "--epochs", "1", "--out", str(out)]) == 0
+    card = json.loads((out / "model.keras.json").read_text())
+    assert card["features"]["pitch"] is True and card["input"]["shape"] == ["time", 123]
+    model = AudioModel(out / "model.keras")
+    assert model.features.pitch
+    wav = write_wav(tmp_path / "voice.wav", 4.0)
+    seg = multimodal.analyze(wav, audio_model=out / "model.keras", visual_model=tiny_models["visual"]).segments
+    assert seg[[c for c in seg.columns if c.startswith("audio_")]].notna().all().all()
+    items = load_speech_corpus(root)
+    plain = AudioFeatureConfig()
+    assert feature_cache_key(items, plain, AugmentConfig(), 1) != feature_cache_key(
+        items, AudioFeatureConfig(pitch=True), AugmentConfig(), 1)
 
 
 def test_protocol_tables_score_before_and_after_calibration_over_the_same_classes(tmp_path):

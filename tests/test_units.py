@@ -99,6 +99,32 @@ def test_mfcc_features_shape_and_label_mapping():
     assert p.shape == (1, 7) and p[0, EMOTIONS.index("neutral")] == pytest.approx(0.4)
 
 
+def test_pitch_contour_follows_a_glide_and_fills_pauses():
+    from dataclasses import replace
+
+    from multimodal.audio import mfcc_features, pitch_contour
+    from multimodal.config import AudioFeatureConfig
+    sr = 16000
+    t = np.arange(int(1.5 * sr)) / sr
+    hz = 220 * 2 ** (t / 1.5)  # one octave up, 220 to 440 Hz
+    tone = 0.3 * np.sin(2 * np.pi * np.cumsum(hz) / sr)
+    y = np.concatenate([np.zeros(4000), tone, np.zeros(4000)]).astype(np.float32)
+    p = pitch_contour(y)
+    assert p.shape == (201, 3) and np.isfinite(p).all()
+    sounding = slice(35, 160)  # frames well inside the tone
+    expected = np.log2(220 * 2 ** ((np.arange(201)[sounding] * 160 - 4000) / sr / 1.5) / 200)
+    np.testing.assert_allclose(p[sounding, 0], expected, atol=0.03)
+    assert (np.diff(p[sounding, 1]) > 0).mean() > 0.9 and (p[sounding, 2] > 0).all()
+    # pauses take the median pitch: octaves re 200 Hz as the tone's middle, melody zero
+    np.testing.assert_allclose(p[:10, 1], 0.0)
+    np.testing.assert_allclose(p[-10:, 1], 0.0)
+    assert p[0, 0] == pytest.approx(np.log2(np.sqrt(220 * 440) / 200), abs=0.05)
+    with_pitch = mfcc_features(y, replace(AudioFeatureConfig(), pitch=True))
+    assert with_pitch.shape == (201, 123)
+    np.testing.assert_array_equal(with_pitch[:, :120], mfcc_features(y))
+    np.testing.assert_allclose(with_pitch[:, 120:], p, atol=1e-4)  # p of the level-normalised clip
+
+
 def test_audio_loader_takes_any_rate_and_channels(tmp_path):
     import soundfile as sf
 

@@ -101,7 +101,8 @@ def feature_cache_key(items: list[Utterance], feat: AudioFeatureConfig, aug: Aug
 
     # Options added later count only when used, so caches written before them stay valid.
     aug_fields = {k: v for k, v in asdict(aug).items() if v or k not in ("reverb", "channel")}
-    key_src = json.dumps([asdict(feat), aug_fields, seed, CLIP_SECONDS, [(u.path.name, digest(u.path)) for u in items]])
+    feat_fields = {k: v for k, v in asdict(feat).items() if v or k != "pitch"}
+    key_src = json.dumps([feat_fields, aug_fields, seed, CLIP_SECONDS, [(u.path.name, digest(u.path)) for u in items]])
     return hashlib.sha1(key_src.encode()).hexdigest()[:16]
 
 
@@ -329,7 +330,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     card = dict(input={"shape": ["time", feats.shape[-1]], "dtype": "float32",
                        "description": "MFCC + deltas + delta-deltas, one row per hop; the network pools over time"},
                 preprocessing="mono 16 kHz float waveform -> multimodal.audio.mfcc_features(features) "
-                              "(level-normalised first when features.level_dbfs is set)",
+                              "(level-normalised first when features.level_dbfs is set; pitch channels "
+                              "last when features.pitch is set)",
                 features=asdict(cfg.features),
                 label_mapping="calm -> neutral when merged into the 7 project classes",
                 training={"datasets": corpora,
