@@ -107,7 +107,8 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="train the runs that are missing or unfinished")
     parser.add_argument("--balance", action="store_true", help="train with corpus- and class-balanced sampling")
     parser.add_argument("--train-options", default="", metavar="OPTIONS",
-                        help="further options of 'multimodal train audio' for every run trained, in one string")
+                        help="further options of 'multimodal train audio' for every run trained, in one string "
+                             "(one that starts with a dash is given with '=': --train-options=--pitch)")
     parser.add_argument("--only", nargs="+", help="these runs only (fold0 … fold4, loco_ravdess …)")
     parser.add_argument("--json", type=Path, help="also write the figures of every run here")
     args = parser.parse_args()
