@@ -331,12 +331,21 @@ def test_ensemble_of_runs_averages_calibrated_members_and_checks_their_split(tmp
         assert cli(["train", "audio", "--data", str(root), "--test-fold", "0", "--val-fold", "1", *options,
                     "--widths", "4", "8", "8", "8", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"),
                     "--out", str(runs[-1])]) == 0
-    other = tmp_path / "other"  # run a's model, as if selected on fold 2
-    shutil.copytree(runs[0], other)
-    fields = json.loads((other / "model.keras.json").read_text())
-    fields["training"]["validation_fold"] = 2
-    write_card(other / "model.keras", "audio", SPEECH_LABELS,
-               **{k: v for k, v in fields.items() if k not in ("kind", "file", "labels", "sha256", "size_bytes")})
+    def rewrite_card(run: Path, change) -> None:
+        fields = json.loads((run / "model.keras.json").read_text())
+        change(fields)
+        write_card(run / "model.keras", "audio", SPEECH_LABELS,
+                   **{k: v for k, v in fields.items() if k not in ("kind", "file", "labels", "sha256", "size_bytes")})
+
+    def copy_run(name: str, change) -> Path:
+        shutil.copytree(runs[0], tmp_path / name)
+        rewrite_card(tmp_path / name, change)
+        return tmp_path / name
+
+    other = copy_run("other", lambda f: f["training"].update(validation_fold=2))  # as if selected on fold 2
+    coarser = copy_run("coarser", lambda f: f["features"].update(n_mfcc=13))
+    # A card written before the pitch option existed omits it: the same features as pitch=False.
+    rewrite_card(runs[1], lambda f: f["features"].pop("pitch", None))
     out = tmp_path / "ensemble"
     assert main([str(out), str(runs[0]), str(runs[1]), "--data", str(root)]) == 0
     card = json.loads((out / "model.keras.json").read_text())
@@ -352,3 +361,5 @@ def test_ensemble_of_runs_averages_calibrated_members_and_checks_their_split(tmp
     assert AudioModel(out / "model.keras").model.predict_on_batch(x) == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ValueError, match="another split"):
         main([str(tmp_path / "mixed"), str(runs[0]), str(other), "--data", str(root)])
+    with pytest.raises(ValueError, match="other features"):
+        main([str(tmp_path / "mixed"), str(runs[0]), str(coarser), "--data", str(root)])

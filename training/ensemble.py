@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from multimodal.atomic import write_text_atomic
+from multimodal.audio import features_from_card
 from multimodal.models import card_path, read_card
 from training.speech_datasets import SPEECH_LABELS, load_speech_corpus
 
@@ -61,12 +62,14 @@ def ensemble_runs(out: Path, runs: list[Path], data: list[Path]) -> dict:
 
     if len(runs) < 2:
         raise ValueError("an ensemble needs at least two runs")
-    cards = [read_card(r / "model.keras", "audio").data for r in runs]
+    read = [read_card(r / "model.keras", "audio") for r in runs]
+    cards = [c.data for c in read]
     first = cards[0]
-    for run, card in zip(runs[1:], cards[1:]):
+    for run, card, full in zip(runs[1:], cards[1:], read[1:]):
         if split_of(card) != split_of(first):
             raise ValueError(f"{run}: made for another split than {runs[0]} ({split_of(card)} vs {split_of(first)})")
-        if card["features"] != first["features"] or card["labels"] != first["labels"]:
+        # Compared as parameters: a card written before an option existed omits it, meaning its default.
+        if features_from_card(full) != features_from_card(read[0]) or card["labels"] != first["labels"]:
             raise ValueError(f"{run}: other features or labels than {runs[0]}")
     if tuple(first["labels"]) != SPEECH_LABELS:
         raise ValueError(f"{runs[0]}: labels {first['labels']} are not {SPEECH_LABELS}")
