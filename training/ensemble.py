@@ -64,12 +64,13 @@ def ensemble_runs(out: Path, runs: list[Path], data: list[Path]) -> dict:
         raise ValueError("an ensemble needs at least two runs")
     read = [read_card(r / "model.keras", "audio") for r in runs]
     cards = [c.data for c in read]
+    # Compared as parameters: a card written before an option existed omits it, meaning its default.
+    features = [features_from_card(c) for c in read]
     first = cards[0]
-    for run, card, full in zip(runs[1:], cards[1:], read[1:]):
+    for run, card, feat in zip(runs[1:], cards[1:], features[1:]):
         if split_of(card) != split_of(first):
             raise ValueError(f"{run}: made for another split than {runs[0]} ({split_of(card)} vs {split_of(first)})")
-        # Compared as parameters: a card written before an option existed omits it, meaning its default.
-        if features_from_card(full) != features_from_card(read[0]) or card["labels"] != first["labels"]:
+        if feat != features[0] or card["labels"] != first["labels"]:
             raise ValueError(f"{run}: other features or labels than {runs[0]}")
     if tuple(first["labels"]) != SPEECH_LABELS:
         raise ValueError(f"{runs[0]}: labels {first['labels']} are not {SPEECH_LABELS}")
