@@ -1,9 +1,9 @@
 """Speech presence and the audio model, measured the way ``analyze`` uses them.
 
     python benchmarks/bench_speech.py [--data ../shared/data] [--model models/audio_default.tflite]
-                                      [--cv RUN_DIR ...] [--limit N]
+                                      [--cv RUN_DIR ...] [--limit N] [--only evidence non-speech cost accuracy]
 
-Prints three tables:
+Prints, unless ``--only`` names some of them:
 
 1. Recordings with no audio evidence, per corpus (RAVDESS, TESS, EmoDB),
    at their own level, scaled to -60 and -10 dBFS, and with white noise at
@@ -13,7 +13,10 @@ Prints three tables:
 2. Seconds of "speech" heard in generated non-speech: digital silence,
    room tone, mains hum, fan noise, white noise, synthetic music and drums,
    a door slam, at several levels (3 s each).
-3. Accuracy through the ``analyze`` path (:func:`training.evaluate.evaluate_recordings`)
+3. Cost per minute of speech: the speech detector, then the model's
+   features and network as ``analyze`` runs them (one batch of 3 s segments;
+   median of 5 runs), and the network alone.
+4. Accuracy through the ``analyze`` path (:func:`training.evaluate.evaluate_recordings`)
    on the speakers the model was not trained on, as its card names them, at
    their own level and scaled to -60 and -10 dBFS, and the cross-validation
    tables of the given training runs (``cv.json``).
@@ -24,6 +27,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SR = 16000
+TABLES = ("evidence", "non-speech", "cost", "accuracy")
 
 
 def set_rms(y: np.ndarray, dbfs: float) -> np.ndarray:
@@ -89,10 +94,11 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=ROOT / "models" / "audio_default.tflite")
     p.add_argument("--cv", type=Path, nargs="*", default=[], help="training runs whose cv.json to print")
     p.add_argument("--limit", type=int, default=None, help="every k-th file, to have about N per corpus")
+    p.add_argument("--only", nargs="+", choices=TABLES, default=TABLES, help="the tables to print")
     args = p.parse_args()
 
     from multimodal.aggregate import segment_bounds
-    from multimodal.audio import load_audio
+    from multimodal.audio import AudioModel, load_audio, mfcc_features
     from multimodal.config import AnalyzeConfig
     from multimodal.models import read_card
     from multimodal.speech import SpeechDetector
@@ -111,66 +117,80 @@ def main() -> None:
                   "-10 dBFS": lambda y: set_rms(y, -10),
                   "white noise, 10 dB SNR": lambda y: (y + rng.standard_normal(y.size).astype(np.float32)
                                                        * np.sqrt(np.mean(y ** 2) / 10)).astype(np.float32)}
-    print(f"## Recordings with no audio evidence ({cfg.segment:g} s segments, >= {cfg.min_speech:g} s of speech, "
-          f"frame threshold {speech.threshold})\n")
-    print("| corpus | recordings | " + " | ".join(conditions) + " |")
-    print("|---|---|" + "---|" * len(conditions))
-    for name, items in corpora.items():
-        if not items:
-            continue
-        if args.limit:
-            items = items[::max(1, len(items) // args.limit)]
-        missed = {c: [] for c in conditions}
-        for u in items:
-            y = load_audio(u.path, SR)
-            for c, f in conditions.items():
-                if not evidence(f(y)):
-                    missed[c].append(u.path.name)
-        print(f"| {name} | {len(items)} | " + " | ".join(str(len(m)) for m in missed.values()) + " |")
-        for c, m in missed.items():
-            if m:
-                print(f"  {name}, {c}: {', '.join(m[:8])}{' …' if len(m) > 8 else ''}", file=sys.stderr)
-
-    print("\n## Speech heard in sounds that are not speech (3 s each)\n")
-    print("| sound | seconds of speech | audio evidence |")
-    print("|---|---|---|")
-    for name, y in non_speech(rng).items():
-        s = speech.speech_seconds(y)
-        print(f"| {name} | {s:.2f} | {'yes' if s >= cfg.min_speech else 'no'} |")
-
-    import time
-    minute = np.concatenate([load_audio(u.path, SR) for u in corpora["RAVDESS"][:20]])[:60 * SR]
-    started = time.perf_counter()
-    for a, b in segment_bounds(60.0, cfg.segment):
-        speech.speech_seconds(minute[int(a * SR):int(b * SR)])
-    print(f"\nSpeech detection: {(time.perf_counter() - started) * 1000:.0f} ms per minute of audio "
-          f"in {cfg.segment:g} s segments, one thread")
-
-    from training.evaluate import evaluate_recordings
-    card = read_card(args.model, "audio").data
-    training = card.get("training", {})
-    trained = set(training.get("datasets") or ["ravdess"])
-    fold = training.get("test_fold", 0)
-    held_out = {"RAVDESS": [u for u in corpora["RAVDESS"] if u.fold == fold],
-                "TESS": corpora["TESS"] if "tess" not in trained else [],
-                "EmoDB": [u for u in corpora["EmoDB"] if "emodb" not in trained or u.fold == fold]}
-    items = [u for group in held_out.values() for u in group]
-    print(f"\n## {args.model.name} through the analyze path, on speakers it was not trained on\n")
-    print("| corpus | level | held-out speakers | recordings | no evidence | 8-class accuracy | 7-class accuracy "
-          "| UAR |")
-    print("|---|---|---|---|---|---|---|---|")
-    for level in (None, -60.0, -10.0):
-        with tempfile.TemporaryDirectory() as tmp:
-            results = evaluate_recordings(args.model, items, tmp, "benchmark", level_dbfs=level)
-        for name, group in held_out.items():
-            r = results.get(name.lower())
-            shown = "own" if level is None else f"{level:g} dBFS"
-            if r is None:
-                print(f"| {name} | {shown} | none (trained on all its speakers) | | | | | |")
+    if "evidence" in args.only:
+        print(f"## Recordings with no audio evidence ({cfg.segment:g} s segments, >= {cfg.min_speech:g} s of speech, "
+              f"frame threshold {speech.threshold})\n")
+        print("| corpus | recordings | " + " | ".join(conditions) + " |")
+        print("|---|---|" + "---|" * len(conditions))
+        for name, items in corpora.items():
+            if not items:
                 continue
-            speakers = len({u.speaker for u in group})
-            print(f"| {name} | {shown} | {speakers} | {r['n']} | {r['no_evidence']} | {r['accuracy_8class']:.3f} | "
-                  f"{r['accuracy_7class']:.3f} | {r['uar']:.3f} |")
+            if args.limit:
+                items = items[::max(1, len(items) // args.limit)]
+            missed = {c: [] for c in conditions}
+            for u in items:
+                y = load_audio(u.path, SR)
+                for c, f in conditions.items():
+                    if not evidence(f(y)):
+                        missed[c].append(u.path.name)
+            print(f"| {name} | {len(items)} | " + " | ".join(str(len(m)) for m in missed.values()) + " |")
+            for c, m in missed.items():
+                if m:
+                    print(f"  {name}, {c}: {', '.join(m[:8])}{' …' if len(m) > 8 else ''}", file=sys.stderr)
+
+    if "non-speech" in args.only:
+        print("\n## Speech heard in sounds that are not speech (3 s each)\n")
+        print("| sound | seconds of speech | audio evidence |")
+        print("|---|---|---|")
+        for name, y in non_speech(rng).items():
+            s = speech.speech_seconds(y)
+            print(f"| {name} | {s:.2f} | {'yes' if s >= cfg.min_speech else 'no'} |")
+
+    if "cost" in args.only:
+        minute = np.concatenate([load_audio(u.path, SR) for u in corpora["RAVDESS"][:20]])[:60 * SR]
+        segments = [minute[int(a * SR):int(b * SR)] for a, b in segment_bounds(60.0, cfg.segment)]
+        model = AudioModel(args.model)
+        feats = np.stack([mfcc_features(y, model.features) for y in segments])
+        stages = {"speech detection": lambda: [speech.speech_seconds(y) for y in segments],
+                  f"{args.model.name}: features and network": lambda: model.predict_proba(segments),
+                  f"{args.model.name}: network alone": lambda: model.model.predict_on_batch(feats)}
+        print(f"\n## Cost per minute of speech ({len(segments)} segments of {cfg.segment:g} s, median of 5 runs)\n")
+        print("| stage | ms per minute of audio |")
+        print("|---|---|")
+        for name, stage in stages.items():
+            times = []
+            for _ in range(5):
+                started = time.perf_counter()
+                stage()
+                times.append(time.perf_counter() - started)
+            print(f"| {name} | {np.median(times) * 1000:.0f} |")
+
+    if "accuracy" in args.only:
+        from training.evaluate import evaluate_recordings
+        card = read_card(args.model, "audio").data
+        training = card.get("training", {})
+        trained = set(training.get("datasets") or ["ravdess"])
+        fold = training.get("test_fold", 0)
+        held_out = {"RAVDESS": [u for u in corpora["RAVDESS"] if u.fold == fold],
+                    "TESS": corpora["TESS"] if "tess" not in trained else [],
+                    "EmoDB": [u for u in corpora["EmoDB"] if "emodb" not in trained or u.fold == fold]}
+        items = [u for group in held_out.values() for u in group]
+        print(f"\n## {args.model.name} through the analyze path, on speakers it was not trained on\n")
+        print("| corpus | level | held-out speakers | recordings | no evidence | 8-class accuracy | 7-class accuracy "
+              "| UAR |")
+        print("|---|---|---|---|---|---|---|---|")
+        for level in (None, -60.0, -10.0):
+            with tempfile.TemporaryDirectory() as tmp:
+                results = evaluate_recordings(args.model, items, tmp, "benchmark", level_dbfs=level)
+            for name, group in held_out.items():
+                r = results.get(name.lower())
+                shown = "own" if level is None else f"{level:g} dBFS"
+                if r is None:
+                    print(f"| {name} | {shown} | none (trained on all its speakers) | | | | | |")
+                    continue
+                speakers = len({u.speaker for u in group})
+                print(f"| {name} | {shown} | {speakers} | {r['n']} | {r['no_evidence']} | {r['accuracy_8class']:.3f} | "
+                      f"{r['accuracy_7class']:.3f} | {r['uar']:.3f} |")
 
     for run in args.cv:
         cv = json.loads((run / "cv.json").read_text())
