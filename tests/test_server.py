@@ -187,20 +187,29 @@ def free_port() -> int:
 
 
 def start_server(data: Path, port: int, tiny_models) -> subprocess.Popen:
+    """Start `multimodal serve` on `port` and wait until it, not another program on that port, answers.
+
+    Its output goes to ``serve.log`` beside `data`: a pipe nobody reads could fill and stall the server.
+    """
     cmd = [sys.executable, "-m", "multimodal", "serve", "--data-dir", str(data), "--port", str(port),
            "--token", TOKEN, "--visual-model", str(tiny_models["visual"]), "--audio-model", str(tiny_models["audio"])]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    line = proc.stdout.readline()
-    assert f"open http://127.0.0.1:{port}/?token={TOKEN}" in line, line
+    log = data.parent / "serve.log"
+    with open(log, "a") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     import httpx
-    for _ in range(100):
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
         try:
-            httpx.get(f"http://127.0.0.1:{port}/api/options", headers=AUTH, timeout=2)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("the server did not answer")
+            r = httpx.get(f"http://127.0.0.1:{port}/api/options", headers=AUTH, timeout=2)
+            if r.status_code == 200 and "fusions" in r.json():
+                assert f"open http://127.0.0.1:{port}/?token={TOKEN}" in log.read_text()
+                return proc
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.1)
+    if proc.poll() is None:
+        kill(proc)
+    raise AssertionError(f"the server did not answer on port {port}:\n{log.read_text()}")
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -260,15 +269,17 @@ def _browser():
 
 
 def test_page_in_a_real_browser(tiny_models, tmp_path):
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = free_port()
     demo = ROOT / "data" / "demo" / "demo.mp4"
     hostile = tmp_path / "<img src=x onerror=alert(1)>.mp4"
     shutil.copy(demo, hostile)
     browser = _browser()
+    # the port is chosen after the browser's driver has taken its own, so the two cannot meet
+    port = free_port()
     proc = start_server(tmp_path / "data", port, tiny_models)
     try:
         browser.get(f"http://127.0.0.1:{port}/?token={TOKEN}")
@@ -298,6 +309,10 @@ def test_page_in_a_real_browser(tiny_models, tmp_path):
         browser.save_screenshot(str(ARTIFACTS / "serve_report.png"))
         logs = json.dumps(browser.get_log("browser")) if hasattr(browser, "get_log") else "[]"
         assert "SEVERE" not in logs, logs
+    except TimeoutException:
+        page = browser.find_element(By.TAG_NAME, "body").text[:800]
+        raise AssertionError(f"the page at {browser.current_url} did not get there; it shows:\n{page}\n"
+                             f"the server said:\n{(tmp_path / 'serve.log').read_text()}") from None
     finally:
         browser.quit()
         kill(proc)

@@ -236,4 +236,5 @@ async function start() {
   if (location.hash.length > 1) openReport(location.hash.slice(1));
 }
 
-start();
+// a server that went away while the page loaded leaves a message, not a silently empty form
+start().catch((e) => say(`the server did not answer (${e.message}): is \`multimodal serve\` still running? Reload the page to try again.`));
