@@ -278,9 +278,13 @@ def test_page_in_a_real_browser(tiny_models, tmp_path):
     hostile = tmp_path / "<img src=x onerror=alert(1)>.mp4"
     shutil.copy(demo, hostile)
     browser = _browser()
-    # the port is chosen after the browser's driver has taken its own, so the two cannot meet
-    port = free_port()
-    proc = start_server(tmp_path / "data", port, tiny_models)
+    try:
+        # the port is chosen after the browser's driver has taken its own, so the two cannot meet
+        port = free_port()
+        proc = start_server(tmp_path / "data", port, tiny_models)
+    except BaseException:
+        browser.quit()
+        raise
     try:
         browser.get(f"http://127.0.0.1:{port}/?token={TOKEN}")
         wait = WebDriverWait(browser, 180)
