@@ -3,8 +3,9 @@
     python benchmarks/bench_evidence_fusion.py --fer PATH/fer2013 --ravdess PATH/ravdess_speech
                                                [--cache DIR] [--bootstrap 2000]
 
-On the pseudo-pairs of ``multimodal compare-fusion`` (RAVDESS fold 1 voices x
-FER2013 PublicTest faces to fit, fold 0 x PrivateTest to test), the visual
+On the pseudo-pairs of ``multimodal compare-fusion`` (RAVDESS voices of the
+audio model's validation fold x FER2013 PublicTest faces to fit, of its test
+fold x PrivateTest to test), the visual
 weight of log-linear pooling becomes a per-pair value,
 ``w = sigmoid(theta . evidence)``, instead of the one number the shipped
 ``product`` strategy uses. Evidence per pair:
@@ -40,7 +41,13 @@ from multimodal.config import DEFAULT_AUDIO_MODEL, DEFAULT_VISUAL_MODEL  # noqa:
 from multimodal.faces import BlazeFaceDetector  # noqa: E402
 from multimodal.fusion import ProductFusion, _entropy, _log_loss, make_strategy  # noqa: E402
 from multimodal.speech import SpeechDetector  # noqa: E402
-from training.compare_fusion import _seven_class, pair_indices, paired_difference_ci, pseudo_pairs  # noqa: E402
+from training.compare_fusion import (  # noqa: E402
+    _seven_class,
+    pair_indices,
+    paired_difference_ci,
+    pseudo_pairs,
+    voice_folds,
+)
 from training.fer2013 import load_fer2013  # noqa: E402
 from training.speech_datasets import load_ravdess  # noqa: E402
 
@@ -99,8 +106,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     val, test = pseudo_pairs(args.fer, args.ravdess, DEFAULT_VISUAL_MODEL, DEFAULT_AUDIO_MODEL, args.cache, args.seed)
-    ev_val = pair_evidence(val, args.fer, args.ravdess, "PublicTest", 1, args.seed, args.cache)
-    ev_test = pair_evidence(test, args.fer, args.ravdess, "PrivateTest", 0, args.seed, args.cache)
+    test_fold, val_fold = voice_folds(DEFAULT_AUDIO_MODEL)
+    ev_val = pair_evidence(val, args.fer, args.ravdess, "PublicTest", val_fold, args.seed, args.cache)
+    ev_test = pair_evidence(test, args.fer, args.ravdess, "PrivateTest", test_fold, args.seed, args.cache)
     both_v = ~np.isnan(val.audio).any(1)
     both_t = ~np.isnan(test.audio).any(1)
     yt = test.y[both_t]

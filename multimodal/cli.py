@@ -280,18 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--labels", choices=("fer2013", "ferplus"), default="fer2013",
                     help="FER2013: its own labels or FER+'s majority labels (ferplus.csv or fer2013new.csv beside)")
     ev.add_argument("--flip", action="store_true", help="also report test-time flip averaging")
-    ea = esub.add_parser("audio", help="on the held-out speakers of one fold (0 by default), as analyze scores files")
+    ea = esub.add_parser("audio", help="on the held-out speakers of one fold, as analyze scores files")
     ea.add_argument("--model", type=Path, default=defaults.audio_model,
                     help="a .keras or .tflite model with its card (default: the shipped model)")
     ea.add_argument("--data", required=True, type=Path, nargs="+", help="folders with RAVDESS, CREMA-D and/or EmoDB files")
     ea.add_argument("--out", required=True, type=Path)
-    ea.add_argument("--test-fold", type=int, default=0, choices=range(5))
+    ea.add_argument("--test-fold", type=int, choices=range(5),
+                    help="the speakers' fold (default: the model's own test fold, from its card; 0 if it has none)")
     ea.add_argument("--snr-db", type=float, help="add white noise this many dB below each recording's level first")
 
     c = sub.add_parser("compare-fusion", help="score every fusion strategy on the same paired data")
     c.add_argument("--fer", type=Path, help="FER2013 (csv or folders), for pseudo-pairs")
     c.add_argument("--speech", "--ravdess", type=Path, nargs="+",
-                   help="speech corpora (RAVDESS, CREMA-D, EmoDB folders) whose fold 0 and 1 voices pair with faces")
+                   help="speech corpora (RAVDESS, CREMA-D, EmoDB folders) whose voices of the audio model's test "
+                        "and validation folds (from its card) pair with faces")
     c.add_argument("--clips", type=Path, help="labelled audio-visual clips (RAVDESS video names or manifest.csv)")
     c.add_argument("--visual-model", type=Path, default=defaults.visual_model)
     c.add_argument("--audio-model", type=Path, default=defaults.audio_model)
@@ -546,10 +548,14 @@ def cmd_evaluate(args) -> int:
               f"ECE {s['ece']:.4f}, {s['called_neutral']:.1%} of non-neutral faces called neutral, "
               f"{s['ms_per_face']:.2f} ms/face; report in {args.out}")
     else:
-        results = evaluate_audio_model(args.model, args.data, args.out, test_fold=args.test_fold,
-                                       snr_db=args.snr_db)
+        from multimodal.models import read_card
+        fold = args.test_fold
+        if fold is None:
+            # the speakers this model was tested on; other folds may be ones it trained on
+            fold = read_card(args.model, "audio").data.get("training", {}).get("test_fold") or 0
+        results = evaluate_audio_model(args.model, args.data, args.out, test_fold=fold, snr_db=args.snr_db)
         for corpus, s in results.items():
-            print(f"fold {args.test_fold}, {corpus}: 8-class accuracy {s['accuracy_8class']:.4f}, 7-class "
+            print(f"fold {fold}, {corpus}: 8-class accuracy {s['accuracy_8class']:.4f}, 7-class "
                   f"{s['accuracy_7class']:.4f}, UAR {s['uar']:.4f}, {s['no_evidence']} of {s['n']} recordings "
                   f"with no audio evidence; report in {args.out / corpus}")
     return EXIT_OK

@@ -399,6 +399,41 @@ def test_compare_fusion_pairs_voices_of_several_corpora(fer_dirs, ravdess_dir, t
     assert "CREMA-D 3" in rep["test"] and "RAVDESS 16" in rep["test"] and "TESS" not in rep["test"]
 
 
+def test_compare_fusion_pairs_the_voices_the_audio_model_never_heard(fer_dirs, ravdess_dir, tiny_models, tmp_path,
+                                                                    capsys):
+    """A run that tested on fold 1 and stopped on fold 2 is paired (and evaluated) with those speakers."""
+    import shutil
+
+    from multimodal.models import read_card, write_card
+    card = read_card(tiny_models["audio"], "audio").data
+    fields = {k: v for k, v in card.items() if k not in ("kind", "labels", "sha256", "file", "size_bytes")}
+    for name, training in (("fold1", {"test_fold": 1, "validation_fold": 2}),
+                           ("loco", {"held_out_corpus": "cremad", "validation_fold": 0})):
+        model = tmp_path / f"{name}.keras"
+        shutil.copy(tiny_models["audio"], model)
+        write_card(model, "audio", card["labels"], **{**fields, "training": training})
+    out = tmp_path / "cf"
+    assert main(["compare-fusion", "--fer", str(fer_dirs / "folders"), "--speech", str(ravdess_dir),
+                 "--visual-model", str(tiny_models["visual"]), "--audio-model", str(tmp_path / "fold1.keras"),
+                 "--out", str(out), "--bootstrap", "20"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["n_test"] == 16 and rep["n_validation"] == 32  # actor 3; actors 10 and 11
+    assert rep["test"].startswith("fold 1 voices") and rep["validation"].startswith("fold 2 voices")
+    assert any("fold 2 speakers for early stopping" in n for n in rep["notes"])
+    # evaluate audio, unasked, also scores the model on its own test fold
+    capsys.readouterr()
+    assert main(["evaluate", "audio", "--model", str(tmp_path / "fold1.keras"), "--data", str(ravdess_dir),
+                 "--out", str(tmp_path / "eval")]) == 0
+    assert capsys.readouterr().out.startswith("fold 1, ravdess")
+    assert json.loads((tmp_path / "eval" / "ravdess" / "report.json").read_text())["sections"]["8-class"]["n"] == 16
+    # a run that held out a whole corpus heard every fold's speakers of the others: refused, in one line
+    assert main(["compare-fusion", "--fer", str(fer_dirs / "folders"), "--speech", str(ravdess_dir),
+                 "--visual-model", str(tiny_models["visual"]), "--audio-model", str(tmp_path / "loco.keras"),
+                 "--out", str(tmp_path / "cf2"), "--bootstrap", "20"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert "held out folds of speakers" in err and len(err.splitlines()) == 1
+
+
 def test_compare_fusion_on_real_clips(tiny_models, tmp_path):
     from tests.media import write_video
     clips = tmp_path / "clips"

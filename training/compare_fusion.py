@@ -6,14 +6,17 @@ Two kinds of pairs:
   ``analyze`` pipeline, one prediction per clip (segment distributions
   averaged, weighted by duration). Labels come from RAVDESS video names
   (``01-01-EE-…`` / ``02-01-EE-…``; the actor's fold decides test or
-  validation) or from ``manifest.csv`` (``path,label[,split]``; without a
+  validation, as for pseudo-pairs) or from ``manifest.csv`` (``path,label[,split]``; without a
   split column a seeded half of the clips is validation).
 * **Pseudo-pairs** (``--fer`` and ``--speech``): each utterance of held-out
   speakers (RAVDESS, CREMA-D and EmoDB; TESS has no folds) is paired with a
   FER2013 face of the same emotion (calm counts as neutral), drawn with a
-  seeded generator. Test pairs: the speakers of fold 0 with FER2013
-  PrivateTest. Validation pairs, from which strategies learn: the speakers
-  of fold 1 with PublicTest. Pseudo-pairs make the two
+  seeded generator. Test pairs: the speakers of the audio model's test
+  fold (its card's ``training.test_fold``; fold 0 where the card does not
+  say) with FER2013 PrivateTest. Validation pairs, from which strategies
+  learn: the speakers of its validation fold (fold 1 where the card does
+  not say) with PublicTest. The voices are thus never ones the audio model
+  trained on, whichever fold's run is shipped. Pseudo-pairs make the two
   modalities independent given the label, which real clips are not: they
   show what fusion can gain at best.
 """
@@ -35,7 +38,7 @@ from multimodal.audio import AudioModel, load_audio, project_label, recording_di
 from multimodal.config import DEFAULT_AUDIO_MODEL, DEFAULT_VISUAL_MODEL, EMOTIONS, MODELS_DIR, AnalyzeConfig
 from multimodal.errors import InputError, MultimodalError, OutputError
 from multimodal.fusion import STRATEGIES, make_strategy
-from multimodal.models import sha256_of
+from multimodal.models import read_card, sha256_of
 from multimodal.pipeline import Analyzer
 from multimodal.speech import SpeechDetector
 from multimodal.visual import VisualModel
@@ -95,18 +98,35 @@ def _cached(cache: Path, key: str, compute, *args):
     return value
 
 
+def voice_folds(audio_model: Path) -> tuple[int, int]:
+    """``(test, validation)``: the folds of speakers ``audio_model`` never trained on, from its card.
+
+    A card without them (a model trained elsewhere) is taken to follow the shipped model's split: test
+    fold 0, validation fold 1.
+    """
+    training = read_card(audio_model, "audio").data.get("training", {})
+    if training.get("held_out_corpus"):
+        raise InputError(f"{audio_model}: trained with all of {training['held_out_corpus']} held out, so it "
+                         "heard every fold's speakers of the other corpora; pairs need a model that held out "
+                         "folds of speakers")
+    test = training.get("test_fold")
+    validation = training.get("validation_fold")
+    return (0 if test is None else int(test)), (1 if validation is None else int(validation))
+
+
 def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path, audio_model: Path, cache: Path,
                  seed: int) -> tuple[PairedPredictions, PairedPredictions]:
     """Validation and test pseudo-pairs with both models' predictions (cached by model checksum).
 
     ``speech`` is one folder or several (any corpora ``load_speech_corpus`` reads); the voices are those of
-    the speakers of fold 1 (validation) and fold 0 (test) of every corpus with folds.
+    the speakers of the audio model's validation and test folds (``voice_folds``) of every corpus with folds.
     """
     vsum, asum = sha256_of(visual_model), sha256_of(audio_model)
+    test_fold, val_fold = voice_folds(audio_model)
     vm = am = None
     utterances = load_speech_corpus(*([speech] if isinstance(speech, (str, Path)) else speech))
     out = []
-    for split, fold in (("PublicTest", 1), ("PrivateTest", 0)):
+    for split, fold in (("PublicTest", val_fold), ("PrivateTest", test_fold)):
         x, yf = load_fer2013(fer, split, cache)
 
         def faces(x):
@@ -142,8 +162,11 @@ def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path,
 
 # ---------------------------------------------------------------- real clips
 
-def clip_labels(root: Path, seed: int) -> list[tuple[Path, int, str]]:
-    """``(path, label, "test"|"validation")`` for RAVDESS-named videos or a manifest."""
+def clip_labels(root: Path, seed: int, folds: tuple[int, int] = (0, 1)) -> list[tuple[Path, int, str]]:
+    """``(path, label, "test"|"validation")`` for RAVDESS-named videos or a manifest.
+
+    A RAVDESS video is a test clip if its actor is in ``folds[0]``, a validation clip if in ``folds[1]``.
+    """
     manifest = root / "manifest.csv" if root.is_dir() else root
     rows = []
     if manifest.is_file() and manifest.suffix == ".csv":
@@ -158,10 +181,11 @@ def clip_labels(root: Path, seed: int) -> list[tuple[Path, int, str]]:
         fields = parse_ravdess_name(path.name)
         if fields and fields["modality"] in ("01", "02") and path.suffix.lower() in (".mp4", ".mov", ".avi", ".mkv"):
             fold = ravdess_fold(fields["actor"])
-            if fold in (0, 1):
-                rows.append((path, _seven_class(fields["emotion"]), "test" if fold == 0 else "validation"))
+            if fold in folds:
+                rows.append((path, _seven_class(fields["emotion"]), "test" if fold == folds[0] else "validation"))
     if not rows:
-        raise FileNotFoundError(f"{root}: no labelled clips (RAVDESS video names of folds 0-1, or manifest.csv)")
+        raise FileNotFoundError(f"{root}: no labelled clips (RAVDESS video names of folds {folds[0]} and "
+                                f"{folds[1]}, or manifest.csv)")
     return rows
 
 
@@ -172,7 +196,7 @@ def real_clip_pairs(root: Path, visual_model: Path, audio_model: Path, cache: Pa
     analyzer = Analyzer(replace(AnalyzeConfig(), visual_model=visual_model, audio_model=audio_model, quiet=True))
     key = f"{sha256_of(visual_model)}|{sha256_of(audio_model)}"
     parts: dict[str, list] = {"validation": [], "test": []}
-    for path, label, split in clip_labels(root, seed):
+    for path, label, split in clip_labels(root, seed, voice_folds(audio_model)):
         def run(path):
             try:
                 a = analyzer.analyze(path)
@@ -305,8 +329,8 @@ def run_compare_fusion(args: CompareFusionConfig) -> dict:
         val, test = pseudo_pairs(args.fer, tuple(args.speech), args.visual_model, args.audio_model, cache, args.seed)
         notes = [f"Test pairs: {test.description}; validation pairs (all fitting): {val.description}.",
                  PSEUDO_NOTE,
-                 "The audio model used the fold 1 speakers for early stopping (and its temperature), so its "
-                 "validation predictions are slightly optimistic; weights fitted there may lean towards audio."]
+                 f"The audio model used the fold {voice_folds(args.audio_model)[1]} speakers for early stopping "
+                 "(and its temperature), so its validation predictions are slightly optimistic; weights fitted there may lean towards audio."]
     else:
         raise InputError("compare-fusion needs --clips DIR, or both --fer and --speech for pseudo-pairs")
     scored = score_methods(val, test, args.bootstrap, args.seed)
