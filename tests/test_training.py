@@ -432,6 +432,16 @@ def test_compare_fusion_pairs_the_voices_the_audio_model_never_heard(fer_dirs, r
                  "--out", str(tmp_path / "cf2"), "--bootstrap", "20"]) == 3
     err = capsys.readouterr().err.strip()
     assert "held out folds of speakers" in err and len(err.splitlines()) == 1
+    # real clips split by the same folds; clips listed in a manifest are other people, fine for any model
+    from training.compare_fusion import clip_labels
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for actor in (2, 3, 10):
+        (clips / f"01-01-03-01-01-01-{actor:02d}.mp4").touch()
+    split = {p.name[-6:-4]: s for p, _, s in clip_labels(clips, 0, tmp_path / "fold1.keras")}
+    assert split == {"03": "test", "10": "validation"}
+    (tmp_path / "manifest.csv").write_text("path,label\nclips/01-01-03-01-01-01-02.mp4,happy\n")
+    assert len(clip_labels(tmp_path / "manifest.csv", 0, tmp_path / "loco.keras")) == 1
 
 
 def test_compare_fusion_on_real_clips(tiny_models, tmp_path):

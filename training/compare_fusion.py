@@ -162,10 +162,11 @@ def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path,
 
 # ---------------------------------------------------------------- real clips
 
-def clip_labels(root: Path, seed: int, folds: tuple[int, int] = (0, 1)) -> list[tuple[Path, int, str]]:
+def clip_labels(root: Path, seed: int, audio_model: Path | None = None) -> list[tuple[Path, int, str]]:
     """``(path, label, "test"|"validation")`` for RAVDESS-named videos or a manifest.
 
-    A RAVDESS video is a test clip if its actor is in ``folds[0]``, a validation clip if in ``folds[1]``.
+    A RAVDESS video is a test clip if its actor is in the audio model's test fold, a validation clip if in
+    its validation fold (:func:`voice_folds`; folds 0 and 1 without a model).
     """
     manifest = root / "manifest.csv" if root.is_dir() else root
     rows = []
@@ -177,6 +178,7 @@ def clip_labels(root: Path, seed: int, folds: tuple[int, int] = (0, 1)) -> list[
                 split = r.get("split") or ("validation" if rng.random() < 0.5 else "test")
                 rows.append((path, _seven_class(r["label"].strip().lower()), split))
         return rows
+    folds = voice_folds(audio_model) if audio_model else (0, 1)
     for path in sorted(root.rglob("*")):
         fields = parse_ravdess_name(path.name)
         if fields and fields["modality"] in ("01", "02") and path.suffix.lower() in (".mp4", ".mov", ".avi", ".mkv"):
@@ -196,7 +198,7 @@ def real_clip_pairs(root: Path, visual_model: Path, audio_model: Path, cache: Pa
     analyzer = Analyzer(replace(AnalyzeConfig(), visual_model=visual_model, audio_model=audio_model, quiet=True))
     key = f"{sha256_of(visual_model)}|{sha256_of(audio_model)}"
     parts: dict[str, list] = {"validation": [], "test": []}
-    for path, label, split in clip_labels(root, seed, voice_folds(audio_model)):
+    for path, label, split in clip_labels(root, seed, audio_model):
         def run(path):
             try:
                 a = analyzer.analyze(path)
@@ -330,7 +332,8 @@ def run_compare_fusion(args: CompareFusionConfig) -> dict:
         notes = [f"Test pairs: {test.description}; validation pairs (all fitting): {val.description}.",
                  PSEUDO_NOTE,
                  f"The audio model used the fold {voice_folds(args.audio_model)[1]} speakers for early stopping "
-                 "(and its temperature), so its validation predictions are slightly optimistic; weights fitted there may lean towards audio."]
+                 "(and its temperature), so its validation predictions are slightly optimistic; weights fitted "
+                 "there may lean towards audio."]
     else:
         raise InputError("compare-fusion needs --clips DIR, or both --fer and --speech for pseudo-pairs")
     scored = score_methods(val, test, args.bootstrap, args.seed)
