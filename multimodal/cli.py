@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(attention: a learnt weight per frame, weighted mean and standard deviation)")
     ta.add_argument("--widths", type=_positive(int), nargs=4, default=ad.widths, metavar="N",
                     help=f"filters of the four convolution stages (default {' '.join(map(str, ad.widths))}; "
-                         "wider: 128 256 256 512)")
+                         "the narrower model it replaced: 64 128 128 256)")
     ta.add_argument("--epochs", type=_positive(int), default=ad.epochs)
     ta.add_argument("--patience", type=_positive(int), default=ad.patience)
     ta.add_argument("--cache-dir", type=Path, default=ad.cache_dir, metavar="DIR",

@@ -9,7 +9,7 @@ from training.config import POOLINGS
 
 
 def cnn1d(n_features: int, num_classes: int, mean: np.ndarray, variance: np.ndarray,
-          widths: tuple[int, ...] = (64, 128, 128, 256), dropout: float = 0.4,
+          widths: tuple[int, ...] = (128, 256, 256, 512), dropout: float = 0.4,
           utterance_norm: bool = False, pooling: str = "avgmax") -> keras.Model:
     """A 1D CNN over MFCC frames.
 

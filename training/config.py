@@ -97,4 +97,4 @@ class AudioTrainConfig:
     crowd_targets: float = 0.0  # share of a target moved to the emotion CREMA-D's listeners heard, x their agreement
     mixup: float = 0.0  # alpha of the Beta distribution of mixup's weights; 0 = no mixup
     pooling: str = "avgmax"  # one of POOLINGS
-    widths: tuple[int, ...] = (64, 128, 128, 256)  # filters of the four convolution stages
+    widths: tuple[int, ...] = (128, 256, 256, 512)  # filters of the four stages; 64 128 128 256 before
