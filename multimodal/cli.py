@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mask N bands of up to 8 MFCCs, with their deltas, in every training window (default %(default)s)")
     ta.add_argument("--utterance-norm", action="store_true",
                     help="the network first subtracts each input's own mean over time (cepstral mean normalisation)")
+    ta.add_argument("--utterance-mean", action="store_true",
+                    help="--utterance-norm, and the subtracted means reach the classifier by a narrow side path "
+                         "dropped whole for half the training windows")
     ta.add_argument("--crowd-targets", type=_fraction, default=ad.crowd_targets, metavar="WEIGHT",
                     help="soft targets: where CREMA-D's listeners heard another emotion than the intended one, "
                          "move WEIGHT x their agreement of the target to it (0 to 1; default %(default)s)")
@@ -495,6 +498,7 @@ def cmd_train(args) -> int:
     from training.train_audio import cross_validate, train_audio
     defaults = AudioTrainConfig((), Path())
     cfg = config_from_args(AudioTrainConfig, args, data=tuple(args.data), widths=tuple(args.widths),
+                           utterance_norm=args.utterance_norm or args.utterance_mean,
                            augment=replace(defaults.augment, reverb=args.reverb, channel=args.channel),
                            features=replace(defaults.features, pitch=args.pitch))
     if args.cv:

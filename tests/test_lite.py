@@ -123,8 +123,10 @@ def test_export_tflite_round_trip(tiny_models, tmp_path):
         AudioModel(tmp_path / "audio.keras").predict_proba(clips), abs=1e-5)
 
 
-def test_attentive_pooling_loads_safely_and_exports(tmp_path):
-    """The attention-pooled speech network: safe-mode loading, any length, the same under TFLite."""
+@pytest.mark.parametrize("variant", ["attention", "utterance_mean"])
+def test_speech_network_variants_load_safely_and_export(tmp_path, variant):
+    """Attention pooling, and the utterance means' side path: safe-mode loading, any length, the same
+    under TFLite."""
     import keras
 
     from multimodal.audio import AudioModel
@@ -136,17 +138,27 @@ def test_attentive_pooling_loads_safely_and_exports(tmp_path):
 
     feat = AudioFeatureConfig()
     n = feat.n_mfcc * 3
+    options = ({"pooling": "attention"} if variant == "attention"
+               else {"utterance_norm": True, "utterance_mean": (np.zeros(n), np.ones(n))})
     keras.utils.set_random_seed(3)
     src = tmp_path / "audio.keras"
-    cnn1d(n, len(SPEECH_LABELS), np.zeros(n), np.ones(n), widths=(4, 4, 4, 4), pooling="attention").save(src)
+    cnn1d(n, len(SPEECH_LABELS), np.zeros(n), np.ones(n), widths=(4, 4, 4, 4), **options).save(src)
     write_card(src, "audio", SPEECH_LABELS, features=asdict(feat))
     assert "same top class" in export(src)
     clips = [np.random.default_rng(4).normal(0, 0.1, int(16000 * s)).astype(np.float32) for s in (0.7, 3, 5.5)]
     reference = AudioModel(src).predict_proba(clips)
     assert reference.shape == (3, len(EMOTIONS)) and np.allclose(reference.sum(axis=1), 1, atol=1e-5)
     assert AudioModel(src.with_suffix(".tflite")).predict_proba(clips) == pytest.approx(reference, abs=1e-5)
-    with pytest.raises(ValueError, match="pooling"):
-        cnn1d(n, len(SPEECH_LABELS), np.zeros(n), np.ones(n), pooling="median")
+    if variant == "utterance_mean":
+        # Unlike --utterance-norm alone, a constant added to every frame reaches the output, by the side path.
+        network = AudioModel(src).model
+        x = np.random.default_rng(5).normal(size=(1, 200, n)).astype(np.float32)
+        assert not np.allclose(network.predict_on_batch(x), network.predict_on_batch(x + 3.0), atol=1e-4)
+        with pytest.raises(ValueError, match="utterance_norm"):
+            cnn1d(n, len(SPEECH_LABELS), np.zeros(n), np.ones(n), utterance_mean=(np.zeros(n), np.ones(n)))
+    else:
+        with pytest.raises(ValueError, match="pooling"):
+            cnn1d(n, len(SPEECH_LABELS), np.zeros(n), np.ones(n), pooling="median")
 
 
 def test_analyze_needs_no_tensorflow(face_video, tmp_path):

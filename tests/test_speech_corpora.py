@@ -274,6 +274,17 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     assert card["metrics"]["split"].startswith("all of emodb")
 
 
+def test_utterance_mean_implies_utterance_norm_and_is_recorded(tmp_path):
+    from multimodal.cli import main
+    root = _tiny_corpora(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
+                 "--utterance-mean", "--widths", "4", "8", "8", "8", "--epochs", "1", "--out", str(out)]) == 0
+    card = json.loads((out / "model.keras.json").read_text())
+    assert card["training"]["utterance_norm"] and card["training"]["utterance_mean"]
+    assert AudioModel(out / "model.keras").model.get_layer("utterance_mean").units == 16
+
+
 def test_pitch_channels_are_trained_recorded_and_computed_by_analyze(tiny_models, tmp_path):
     """``--pitch``: the card asks for the pitch channels, the network takes 123 features, its cache is
     its own, and ``analyze`` computes the same features from the card."""

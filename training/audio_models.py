@@ -10,7 +10,9 @@ from training.config import POOLINGS
 
 def cnn1d(n_features: int, num_classes: int, mean: np.ndarray, variance: np.ndarray,
           widths: tuple[int, ...] = (128, 256, 256, 512), dropout: float = 0.4,
-          utterance_norm: bool = False, pooling: str = "avgmax") -> keras.Model:
+          utterance_norm: bool = False, pooling: str = "avgmax",
+          utterance_mean: tuple[np.ndarray, np.ndarray] | None = None,
+          mean_dropout: float = 0.5) -> keras.Model:
     """A 1D CNN over MFCC frames.
 
     Input: ``(time, n_features)`` frames of any length; convolutions run along
@@ -25,6 +27,14 @@ def cnn1d(n_features: int, num_classes: int, mean: np.ndarray, variance: np.ndar
     elsewhere then looks unlike anything trained on. ``mean`` and
     ``variance`` must then describe features so normalised.
 
+    ``utterance_mean``, the mean and variance over training inputs of their
+    means over time, gives those subtracted means back to the classifier
+    through a narrow side path (16 units), because they carry emotion too (a
+    raised voice tilts the spectrum of a whole utterance). The path is
+    dropped whole for a share ``mean_dropout`` of training windows, so that
+    the convolutions alone must recognise the emotion and the means can
+    only refine it. Needs ``utterance_norm``.
+
     ``pooling`` turns the last convolution's frames into one vector:
     ``"avgmax"`` concatenates their mean and maximum; ``"attention"`` is
     attentive statistics pooling, a weighted mean and standard deviation
@@ -33,6 +43,8 @@ def cnn1d(n_features: int, num_classes: int, mean: np.ndarray, variance: np.ndar
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling {pooling!r}: not one of {', '.join(POOLINGS)}")
+    if utterance_mean is not None and not utterance_norm:
+        raise ValueError("utterance_mean needs utterance_norm")
     inputs = keras.Input((None, n_features), name="mfcc")
     x = inputs - keras.ops.mean(inputs, axis=1, keepdims=True) if utterance_norm else inputs
     x = layers.Normalization(axis=-1, mean=mean, variance=variance)(x)
@@ -47,6 +59,13 @@ def cnn1d(n_features: int, num_classes: int, mean: np.ndarray, variance: np.ndar
         x = attentive_statistics(x)
     else:
         x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    if utterance_mean is not None:
+        side = layers.Normalization(axis=-1, mean=utterance_mean[0], variance=utterance_mean[1])(
+            keras.ops.mean(inputs, axis=1))
+        # noise_shape (None, 1): one draw per window drops all of its means at once.
+        side = layers.Dropout(mean_dropout, noise_shape=(None, 1), name="utterance_mean_dropout")(side)
+        side = layers.Dense(16, activation="relu", name="utterance_mean")(side)
+        x = layers.Concatenate()([x, side])
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="emotion")(x)
     return keras.Model(inputs, outputs, name="cnn1d")

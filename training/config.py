@@ -94,6 +94,7 @@ class AudioTrainConfig:
     time_masks: int = 2  # SpecAugment-style: spans of up to 0.3 s per training window set to the mean
     coefficient_masks: int = 1  # ... and bands of up to 8 MFCCs (with their deltas) set to the mean
     utterance_norm: bool = False  # the network subtracts each input's own mean over time first
+    utterance_mean: bool = False  # ... and gets those means back by a narrow side path (needs utterance_norm)
     crowd_targets: float = 0.0  # share of a target moved to the emotion CREMA-D's listeners heard, x their agreement
     mixup: float = 0.0  # alpha of the Beta distribution of mixup's weights; 0 = no mixup
     pooling: str = "avgmax"  # one of POOLINGS

@@ -289,13 +289,15 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     x_val = centre_window(feats[va, 0], frames).astype(np.float32)
     sample = x_train_all[:: max(1, len(x_train_all) // 2000)].astype(np.float32)
     fill = sample.mean(axis=(0, 1))  # what a masked frame becomes: the mean frame
+    utterance_means = sample.mean(axis=1)
     if cfg.utterance_norm:
-        sample -= sample.mean(axis=1, keepdims=True)
+        sample -= utterance_means[:, None, :]
     mean, var = sample.mean(axis=(0, 1)), sample.var(axis=(0, 1))
+    side = (utterance_means.mean(axis=0), utterance_means.var(axis=0)) if cfg.utterance_mean else None
 
     def build():
         model = cnn1d(feats.shape[-1], len(SPEECH_LABELS), mean, var, widths=cfg.widths,
-                      utterance_norm=cfg.utterance_norm, pooling=cfg.pooling)
+                      utterance_norm=cfg.utterance_norm, pooling=cfg.pooling, utterance_mean=side)
         steps = int(np.ceil(len(x_train_all) / cfg.batch_size))
         schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.epochs * steps)
         model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-3),
@@ -340,7 +342,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "test_actors": None if cfg.hold_out_corpus else list(RAVDESS_FOLDS[cfg.test_fold]),
                           "held_out_corpus": cfg.hold_out_corpus, "balanced_sampling": cfg.balance,
                           "masks": {"time": cfg.time_masks, "coefficients": cfg.coefficient_masks},
-                          "utterance_norm": cfg.utterance_norm, "crowd_targets": cfg.crowd_targets,
+                          "utterance_norm": cfg.utterance_norm, "utterance_mean": cfg.utterance_mean,
+                          "crowd_targets": cfg.crowd_targets,
                           "mixup": cfg.mixup, "pooling": cfg.pooling, "widths": list(cfg.widths),
                           "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
                           "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()})
