@@ -298,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speech corpora (RAVDESS, CREMA-D, EmoDB folders) whose voices of the audio model's test "
                         "and validation folds (from its card) pair with faces")
     c.add_argument("--clips", type=Path, help="labelled audio-visual clips (RAVDESS video names or manifest.csv)")
+    c.add_argument("--loco-runs", type=Path,
+                   help="leave-one-corpus-out runs (loco_<corpus>/); with --rafdb and --speech, pairs whose voice "
+                        "comes from a corpus its model never heard and whose face from RAF-DB")
+    c.add_argument("--rafdb", type=Path, help="RAF-DB (EmoLabel/ and Image/), faces for --loco-runs pairs")
     c.add_argument("--visual-model", type=Path, default=defaults.visual_model)
     c.add_argument("--audio-model", type=Path, default=defaults.audio_model)
     c.add_argument("--out", required=True, type=Path, help="report directory")

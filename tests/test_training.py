@@ -444,6 +444,78 @@ def test_compare_fusion_pairs_the_voices_the_audio_model_never_heard(fer_dirs, r
     assert len(clip_labels(tmp_path / "manifest.csv", 0, tmp_path / "loco.keras")) == 1
 
 
+def test_compare_fusion_on_never_heard_pairs(ravdess_dir, tiny_models, tmp_path, capsys):
+    """Voices scored by the leave-one-corpus-out run that never heard them, faces from RAF-DB, cross-fitted."""
+    import shutil
+
+    from multimodal.models import read_card, write_card
+    rafdb = tmp_path / "rafdb"
+    (rafdb / "EmoLabel").mkdir(parents=True)
+    (rafdb / "Image" / "aligned").mkdir(parents=True)
+    lines = []
+    for i in range(1, 141):  # 20 faces of each class
+        cv2.imwrite(str(rafdb / "Image" / "aligned" / f"train_{i:05d}_aligned.jpg"),
+                    np.random.default_rng(i).integers(0, 255, (100, 100, 3), dtype=np.uint8))
+        lines.append(f"train_{i:05d}.jpg {(i - 1) % 7 + 1}")
+    (rafdb / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    cremad = tmp_path / "cremad" / "AudioWAV"
+    cremad.mkdir(parents=True)
+    for actor in (1001, 1005):
+        for i, emo in enumerate(("ANG", "SAD", "NEU")):
+            sf.write(cremad / f"{actor}_IEO_{emo}_HI.wav", speech_like(1.0, seed=actor + i), 16000)
+    card = read_card(tiny_models["audio"], "audio").data
+    fields = {k: v for k, v in card.items() if k not in ("kind", "labels", "sha256", "file", "size_bytes")}
+    for corpus in ("ravdess", "cremad"):
+        model = tmp_path / "runs" / f"loco_{corpus}" / "model.keras"
+        model.parent.mkdir(parents=True)
+        shutil.copy(tiny_models["audio"], model)
+        write_card(model, "audio", card["labels"], **{**fields, "training": {"held_out_corpus": corpus}})
+    args = ["compare-fusion", "--loco-runs", str(tmp_path / "runs"), "--rafdb", str(rafdb), "--speech",
+            str(ravdess_dir), str(tmp_path / "cremad"), "--visual-model", str(tiny_models["visual"]),
+            "--out", str(tmp_path / "cf"), "--bootstrap", "20"]
+    assert main(args) == 0
+    rep = json.loads((tmp_path / "cf" / "report.json").read_text())
+    assert rep["n_test"] == 64 + 6  # every pair is scored once, by strategies fitted on the other corpus
+    assert "CREMA-D 6" in rep["test"] and "RAVDESS 64" in rep["test"]
+    assert any("Cross-fitted by corpus" in n for n in rep["notes"])
+
+    # a visual model that trained on RAF-DB knows those faces: refused in one line
+    visual = tmp_path / "visual_rafdb.keras"
+    shutil.copy(tiny_models["visual"], visual)
+    vcard = read_card(tiny_models["visual"], "visual").data
+    write_card(visual, "visual", vcard["labels"],
+               **{**{k: v for k, v in vcard.items() if k not in ("kind", "labels", "sha256", "file", "size_bytes")},
+                  "training": {"dataset": "FER2013 + RAF-DB train"}})
+    capsys.readouterr()
+    assert main(args[:-6] + ["--visual-model", str(visual), "--out", str(tmp_path / "cf2"), "--bootstrap", "20"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert "trained on RAF-DB" in err and len(err.splitlines()) == 1
+
+
+def test_cross_fitting_scores_each_group_with_strategies_fitted_on_the_others():
+    from multimodal.fusion import make_strategy
+    from training.compare_fusion import PairedPredictions, score_cross_fitted
+    rng = np.random.default_rng(0)
+
+    def group(n, audio_right):
+        y = rng.integers(0, 7, n)
+        visual = np.full((n, 7), 0.1)
+        visual[np.arange(n), y] = 0.4
+        audio = np.full((n, 7), 0.02)
+        audio[np.arange(n), y if audio_right else (y + 1) % 7] = 0.88
+        return PairedPredictions(visual / visual.sum(1, keepdims=True), audio, y, "")
+
+    a, b = group(60, audio_right=True), group(40, audio_right=False)
+    scored = score_cross_fitted([a, b], n_boot=10, seed=0)
+    fitted_on_a = make_strategy("product").fit(a.visual, a.audio, a.y)
+    np.testing.assert_allclose(scored["probs"]["product"][60:], fitted_on_a.predict_proba(b.visual, b.audio))
+    # a voice right in one corpus and wrong in the other misleads every fit that saw only the first
+    assert scored["results"]["product"]["accuracy"] < 0.7
+    assert scored["n_test"] == 100 and scored["fitted"]["product"] == make_strategy("product").fit(
+        np.concatenate([a.visual, b.visual]), np.concatenate([a.audio, b.audio]), np.concatenate([a.y, b.y])
+    ).get_state()
+
+
 def test_compare_fusion_on_real_clips(tiny_models, tmp_path):
     from tests.media import write_video
     clips = tmp_path / "clips"

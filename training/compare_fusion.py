@@ -1,6 +1,6 @@
 """Score every fusion strategy on the same paired audio-visual data.
 
-Two kinds of pairs:
+Three kinds of pairs:
 
 * **Real clips** (``--clips``): labelled audio-visual videos run through the
   ``analyze`` pipeline, one prediction per clip (segment distributions
@@ -19,6 +19,12 @@ Two kinds of pairs:
   trained on, whichever fold's run is shipped. Pseudo-pairs make the two
   modalities independent given the label, which real clips are not: they
   show what fusion can gain at best.
+* **Never-heard pairs** (``--loco-runs``, ``--rafdb`` and ``--speech``):
+  as pseudo-pairs, but each voice is scored by a leave-one-corpus-out run
+  that never heard its corpus, and each face is a RAF-DB photograph, which
+  the visual model never saw: neither model knows the person or the
+  recording conditions, as with a user's own video. Strategies are fitted on
+  some corpora and scored on another (cross-fitted by corpus).
 """
 from __future__ import annotations
 
@@ -50,6 +56,7 @@ from training.metrics import (
     expected_calibration_error,
     plot_confusion,
 )
+from training.rafdb import load_rafdb
 from training.speech_datasets import load_speech_corpus, parse_ravdess_name, ravdess_fold
 
 NAMES = {"ravdess": "RAVDESS", "cremad": "CREMA-D", "emodb": "EmoDB", "tess": "TESS"}
@@ -160,6 +167,65 @@ def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path,
     return out[0], out[1]
 
 
+# ---------------------------------------------------------------- never-heard pairs
+
+def loco_models(runs: Path) -> dict[str, Path]:
+    """``{corpus: model}`` of the leave-one-corpus-out runs in ``runs`` (``loco_<corpus>/model.keras``),
+    each corpus read from its card's ``training.held_out_corpus``."""
+    found = {}
+    for model in sorted(Path(runs).glob("loco_*/model.keras")):
+        corpus = read_card(model, "audio").data.get("training", {}).get("held_out_corpus")
+        if corpus:
+            found[corpus] = model
+    if not found:
+        raise FileNotFoundError(f"{runs}: no leave-one-corpus-out runs (loco_<corpus>/model.keras with its card)")
+    return found
+
+
+def unheard_pairs(rafdb: Path, speech: tuple[Path, ...], loco_runs: Path, visual_model: Path, cache: Path,
+                  seed: int) -> list[PairedPredictions]:
+    """Pairs in which neither model knows the person nor the recording conditions, one set per corpus.
+
+    Voices: each corpus scored, as ``analyze`` scores a file, by the run of ``loco_runs`` that never heard
+    that corpus (:func:`loco_models`), calibrated as that run's card says, as the shipped model is. Faces:
+    RAF-DB train, which the visual model must not have trained on, dealt to the corpora by a seeded draw on
+    the image names, so that no face serves two corpora. This is what a user's own video is to the shipped
+    models; :func:`score_cross_fitted` fits on some corpora and tests on another, as a user's is new.
+    """
+    if "RAF-DB" in read_card(visual_model, "visual").data.get("training", {}).get("dataset", ""):
+        raise InputError(f"{visual_model}: trained on RAF-DB, so its faces are not new to it")
+    models = loco_models(loco_runs)
+    utterances = [u for u in load_speech_corpus(*speech) if u.corpus in models]
+    corpora = sorted({u.corpus for u in utterances})
+    if len(corpora) < 2:
+        raise FileNotFoundError(f"{', '.join(map(str, speech))}: recordings of at least two of "
+                                f"{', '.join(sorted(models))} are needed, to fit on one and test on another")
+    x, yf, names = load_rafdb(rafdb, "train", cache_dir=cache)
+    pv_all = _cached(cache, f"visual|{sha256_of(visual_model)}|{Path(rafdb).resolve()}|train",
+                     lambda x: VisualModel(visual_model).predict_proba(x, batch_size=256), x)
+    face_group = np.array([int(hashlib.sha1(f"{seed}|{n}".encode()).hexdigest()[:8], 16) % len(corpora)
+                           for n in names])
+
+    def voices(model, items):
+        am, detector, cfg = AudioModel(model), SpeechDetector(), AnalyzeConfig()
+        rows = []
+        for u in items:
+            d = recording_distribution(load_audio(u.path, am.sample_rate), am, detector, cfg.segment, cfg.min_speech)
+            rows.append(np.full(len(EMOTIONS), np.nan) if d is None else to_project_labels(d[None], am.card.labels)[0])
+        return np.array(rows)
+
+    out = []
+    for k, corpus in enumerate(corpora):
+        items = [u for u in utterances if u.corpus == corpus]
+        pa = _cached(cache, f"unheard|{sha256_of(models[corpus])}|{[str(u.path) for u in items]}",
+                     voices, models[corpus], items)
+        y = np.array([_seven_class(u.label) for u in items])
+        faces = np.flatnonzero(face_group == k)
+        idx = faces[pair_indices(yf[faces], y, seed + k)]
+        out.append(PairedPredictions(pv_all[idx], pa, y, f"{NAMES.get(corpus, corpus)} {len(items)}"))
+    return out
+
+
 # ---------------------------------------------------------------- real clips
 
 def clip_labels(root: Path, seed: int, audio_model: Path | None = None) -> list[tuple[Path, int, str]]:
@@ -236,18 +302,49 @@ def _macro_f1(y, p):
     return float(f1_score(y, p.argmax(axis=1), labels=list(range(len(EMOTIONS))), average="macro", zero_division=0))
 
 
-def score_methods(val: PairedPredictions, test: PairedPredictions, n_boot: int, seed: int) -> dict:
-    """Fit each strategy on validation pairs, score all methods on test pairs."""
-    methods: dict[str, tuple] = {"visual only": (test.visual, {}), "audio only": (test.audio, {})}
+def fit_and_predict(val: PairedPredictions, test: PairedPredictions) -> tuple[dict, dict]:
+    """``({method: test probabilities}, {strategy: fitted state})``, each strategy fitted on ``val``."""
+    probs = {"visual only": test.visual, "audio only": test.audio}
     fitted = {}
     for name in STRATEGIES:
         s = make_strategy(name).fit(val.visual, val.audio, val.y)
         fitted[name] = s.get_state()
-        methods[name] = (s.predict_proba(test.visual, test.audio), fitted[name])
-    keep = ~np.isnan(test.visual).any(1) | ~np.isnan(test.audio).any(1)
-    y = test.y[keep]
+        probs[name] = s.predict_proba(test.visual, test.audio)
+    return probs, fitted
+
+
+def _joined(parts: list[PairedPredictions], description: str) -> PairedPredictions:
+    return PairedPredictions(np.concatenate([p.visual for p in parts]), np.concatenate([p.audio for p in parts]),
+                             np.concatenate([p.y for p in parts]), description)
+
+
+def score_methods(val: PairedPredictions, test: PairedPredictions, n_boot: int, seed: int) -> dict:
+    """Fit each strategy on validation pairs, score all methods on test pairs."""
+    probs, fitted = fit_and_predict(val, test)
+    return _scores(probs, fitted, test.y, len(val.y), n_boot, seed)
+
+
+def score_cross_fitted(groups: list[PairedPredictions], n_boot: int, seed: int) -> dict:
+    """Each group's pairs scored by strategies fitted on the other groups' pairs, all groups pooled.
+
+    The parameters returned (``fitted``) are fitted on every group, for use on data none of them is.
+    """
+    probs: dict[str, list] = {}
+    for k, test in enumerate(groups):
+        part, _ = fit_and_predict(_joined(groups[:k] + groups[k + 1:], ""), test)
+        for name, p in part.items():
+            probs.setdefault(name, []).append(p)
+    everything = _joined(groups, "")
+    _, fitted = fit_and_predict(everything, everything)
+    return _scores({n: np.concatenate(p) for n, p in probs.items()}, fitted, everything.y, len(everything.y),
+                   n_boot, seed)
+
+
+def _scores(probs: dict, fitted: dict, y_all: np.ndarray, n_validation: int, n_boot: int, seed: int) -> dict:
+    keep = ~np.isnan(probs["visual only"]).any(1) | ~np.isnan(probs["audio only"]).any(1)
+    y = y_all[keep]
     results = {}
-    for name, (p, state) in methods.items():
+    for name, p in probs.items():
         p = p[keep]
         ok = ~np.isnan(p).any(axis=1)
         # An absent modality predicts nothing: score it as a uniform guess, not by dropping items.
@@ -256,10 +353,10 @@ def score_methods(val: PairedPredictions, test: PairedPredictions, n_boot: int, 
         m["ci95"] = {k: bootstrap_ci(y, p, f, n_boot, seed) for k, f in
                      (("accuracy", _accuracy), ("macro_f1", _macro_f1), ("cross_entropy", cross_entropy),
                       ("ece", expected_calibration_error))}
-        m["parameters"] = state
+        m["parameters"] = fitted.get(name, {})
         results[name] = m
-    return {"results": results, "fitted": fitted, "n_test": int(keep.sum()), "n_validation": int(len(val.y)),
-            "probs": {name: methods[name][0][keep] for name in methods}, "y": y}
+    return {"results": results, "fitted": fitted, "n_test": int(keep.sum()), "n_validation": int(n_validation),
+            "probs": {name: p[keep] for name, p in probs.items()}, "y": y}
 
 
 def paired_difference_ci(y, p_a, p_b, n_boot: int, seed: int) -> tuple[float, float, float]:
@@ -311,6 +408,8 @@ class CompareFusionConfig:
     clips: Path | None = None  # labelled audio-visual clips
     fer: Path | None = None  # FER2013, for pseudo-pairs with ...
     speech: tuple[Path, ...] | None = None  # ... speech corpora with folds (RAVDESS, CREMA-D, EmoDB)
+    loco_runs: Path | None = None  # leave-one-corpus-out runs, for never-heard pairs with ...
+    rafdb: Path | None = None  # ... RAF-DB faces and the corpora of --speech
     visual_model: Path = DEFAULT_VISUAL_MODEL
     audio_model: Path = DEFAULT_AUDIO_MODEL
     seed: int = 0
@@ -323,10 +422,21 @@ def run_compare_fusion(args: CompareFusionConfig) -> dict:
     """Score every fusion strategy on the same paired data, write the report; returns it."""
     out = Path(args.out)
     cache = out / "cache"
+    groups = None
     if args.clips:
         val, test = real_clip_pairs(args.clips, args.visual_model, args.audio_model, cache, args.seed)
         notes = [f"Test: {test.description}; validation: {val.description}.",
                  "Real clips: faces and voice come from the same person and moment."]
+    elif args.loco_runs and args.rafdb and args.speech:
+        groups = unheard_pairs(args.rafdb, tuple(args.speech), args.loco_runs, args.visual_model, cache,
+                               args.seed)
+        val = test = _joined(groups, f"never-heard voices ({', '.join(g.description for g in groups)}) x RAF-DB "
+                                     "train faces")
+        notes = [f"Pairs: {test.description}. Each voice is scored by the run of {args.loco_runs} that never "
+                 "heard its corpus, each face by a visual model that never saw RAF-DB.",
+                 "Cross-fitted by corpus: each corpus's pairs are scored by strategies fitted on the other "
+                 "corpora's pairs; the parameters saved are fitted on all of them, for "
+                 f"{args.audio_model.name}, trained the same way on every corpus.", PSEUDO_NOTE]
     elif args.fer and args.speech:
         val, test = pseudo_pairs(args.fer, tuple(args.speech), args.visual_model, args.audio_model, cache, args.seed)
         notes = [f"Test pairs: {test.description}; validation pairs (all fitting): {val.description}.",
@@ -335,8 +445,10 @@ def run_compare_fusion(args: CompareFusionConfig) -> dict:
                  "(and its temperature), so its validation predictions are slightly optimistic; weights fitted "
                  "there may lean towards audio."]
     else:
-        raise InputError("compare-fusion needs --clips DIR, or both --fer and --speech for pseudo-pairs")
-    scored = score_methods(val, test, args.bootstrap, args.seed)
+        raise InputError("compare-fusion needs --clips DIR, or --fer and --speech for pseudo-pairs, or "
+                         "--loco-runs, --rafdb and --speech for never-heard pairs")
+    scored = (score_cross_fitted(groups, args.bootstrap, args.seed) if groups
+              else score_methods(val, test, args.bootstrap, args.seed))
     results = scored["results"]
     singles = ("visual only", "audio only")
     better_single = max(singles, key=lambda n: results[n]["accuracy"])
@@ -347,8 +459,9 @@ def run_compare_fusion(args: CompareFusionConfig) -> dict:
                f"{results[better_single]['accuracy']:.3f}: difference {diff[0]:+.3f}, paired bootstrap 95% CI "
                f"{diff[1]:+.3f} to {diff[2]:+.3f} ({'outside' if diff[1] > 0 else 'not outside'} the interval of no gain).")
     lines = ["# Fusion strategies compared", ""] + [f"- {n}" for n in notes] + [
-        f"- {scored['n_test']} test items, {scored['n_validation']} validation items; bootstrap {args.bootstrap} "
-        f"resamples, seed {args.seed}.", f"- {verdict}", ""] + _table(results) + [
+        (f"- {scored['n_test']} test items (every pair, cross-fitted)" if groups else
+         f"- {scored['n_test']} test items, {scored['n_validation']} validation items")
+        + f"; bootstrap {args.bootstrap} resamples, seed {args.seed}.", f"- {verdict}", ""] + _table(results) + [
         "", "![accuracy](accuracy.png)", ""]
     out.mkdir(parents=True, exist_ok=True)
     _bar_chart(results, out / "accuracy.png", f"Fusion on {test.description}")
