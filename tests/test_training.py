@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from multimodal.cli import main
-from multimodal.config import EMOTIONS
+from multimodal.config import EMOTIONS, MODELS_DIR
 from multimodal.models import sha256_of
 from tests.conftest import SHARED_DATA
 from tests.media import speech_like
@@ -363,7 +363,9 @@ def test_compare_fusion_on_pseudo_pairs(fer_dirs, ravdess_dir, tiny_models, tmp_
     printed = capsys.readouterr().out
     from multimodal.fusion import STRATEGIES
     rep = json.loads((out / "report.json").read_text())
-    assert set(rep["results"]) == {"visual only", "audio only", *STRATEGIES}
+    assert set(rep["results"]) == {"visual only", "audio only", *STRATEGIES, "product as shipped"}
+    assert rep["results"]["product as shipped"]["parameters"] == json.loads(
+        (MODELS_DIR / "fusion.json").read_text())["strategies"]["product"]
     assert rep["n_test"] == 16 and rep["n_validation"] == 16
     for name, m in rep["results"].items():
         assert name in printed
