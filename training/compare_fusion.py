@@ -456,8 +456,8 @@ def run_compare_fusion(args: CompareFusionConfig) -> dict:
     results = scored["results"]
     if SHIPPED in results:
         fitted_on = json.loads((MODELS_DIR / "fusion.json").read_text()).get("fitted_on", "other pairs")
-        notes.append(f"{SHIPPED}: the parameters `analyze` uses now ({results[SHIPPED]['parameters']}), fitted on "
-                     f"{fitted_on}; not refitted here.")
+        notes.append(f"{SHIPPED}: the parameters models/fusion.json held when this ran "
+                     f"({results[SHIPPED]['parameters']}), fitted on {fitted_on}; not refitted here.")
     singles = ("visual only", "audio only")
     better_single = max(singles, key=lambda n: results[n]["accuracy"])
     best = max((n for n in results if n not in singles), key=lambda n: results[n]["accuracy"])
