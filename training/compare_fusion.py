@@ -492,7 +492,12 @@ def run_compare_fusion(args: CompareFusionConfig) -> dict:
         write_text_atomic(target, json.dumps({
             "fitted_on": val.description, "seed": args.seed,
             "visual_model_sha256": sha256_of(args.visual_model), "audio_model_sha256": sha256_of(args.audio_model),
-            "strategies": scored["fitted"]}, indent=2) + "\n")
+            "strategies": scored["fitted"],
+            # what these parameters scored, so the file says how far to trust them
+            "metrics": {"pairs": test.description, "scored_as": notes[1] if groups else notes[0],
+                        "accuracy": {n: round(m["accuracy"], 4) for n, m in results.items() if n != SHIPPED},
+                        "ece": {n: round(m["ece"], 4) for n, m in results.items() if n != SHIPPED}}},
+                       indent=2) + "\n")
         print(f"fitted strategies saved to {target}")
     return report
 
