@@ -1,7 +1,7 @@
 """Speech-emotion features, the audio model, and the audio evidence of a clip.
 
 Features are MFCCs (with first and second deltas; optionally followed by the
-pitch contour) on 10 ms frames at 16 kHz of the level-normalised clip,
+log-mel energies they come from and by the pitch contour) on 10 ms frames at 16 kHz of the level-normalised clip,
 computed identically for training, evaluation and ``analyze``: the
 parameters live in :class:`multimodal.config.AudioFeatureConfig` and are
 stored in the model card.
@@ -127,25 +127,28 @@ def pitch_contour(y: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig(),
 
 
 def mfcc_features(y: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig()) -> np.ndarray:
-    """MFCC (+ deltas, + pitch contour) matrix of a mono signal, level-normalised
-    first (:func:`normalize_level`) when ``cfg.level_dbfs`` is set.
+    """MFCC (+ deltas, + log-mel, + pitch contour) matrix of a mono signal,
+    level-normalised first (:func:`normalize_level`) when ``cfg.level_dbfs`` is set.
 
     Parameters
     ----------
     y : float array, shape (n_samples,), at ``cfg.sample_rate``
     Returns
     -------
-    float32 array, shape (n_frames, n_mfcc * 3) with deltas, else (n_frames, n_mfcc),
-    and three more columns with ``cfg.pitch`` (:func:`pitch_contour`); one frame
-    per ``cfg.hop_length`` samples.
+    float32 array, shape (n_frames, n_mfcc * 3) with deltas, else (n_frames, n_mfcc);
+    then ``n_mels`` columns of log-mel energy (dB) with ``cfg.log_mel``, and three
+    columns with ``cfg.pitch`` (:func:`pitch_contour`); one frame per
+    ``cfg.hop_length`` samples.
     """
     import librosa
     if cfg.level_dbfs is not None:
         y = normalize_level(y, cfg.level_dbfs)
     if y.size < cfg.n_fft:
         y = np.pad(y, (0, cfg.n_fft - y.size))
-    m = librosa.feature.mfcc(y=y, sr=cfg.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft,
-                             hop_length=cfg.hop_length, n_mels=cfg.n_mels)
+    # What librosa.feature.mfcc(y=...) computes first, kept for the log-mel channels.
+    log_mel = librosa.power_to_db(librosa.feature.melspectrogram(
+        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels))
+    m = librosa.feature.mfcc(S=log_mel, n_mfcc=cfg.n_mfcc)
     if cfg.deltas:
         width = min(9, m.shape[1] if m.shape[1] % 2 else m.shape[1] - 1)
         if width >= 3:
@@ -153,6 +156,8 @@ def mfcc_features(y: np.ndarray, cfg: AudioFeatureConfig = AudioFeatureConfig())
                                 librosa.feature.delta(m, order=2, width=width)])
         else:
             m = np.concatenate([m, np.zeros_like(m), np.zeros_like(m)])
+    if cfg.log_mel:
+        m = np.concatenate([m, log_mel])
     m = m.T.astype(np.float32)
     if cfg.pitch:
         p = pitch_contour(y, cfg)[:len(m)]

@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--pitch", action="store_true",
                     help="add the voice's pitch contour (three channels after the MFCCs); analyze computes "
                          "what the model's card asks for")
+    ta.add_argument("--log-mel", action="store_true",
+                    help="add the log-mel energies the MFCCs are computed from (n_mels channels after the "
+                         "MFCC blocks); analyze computes what the model's card asks for")
     ta.add_argument("--pooling", choices=POOLINGS, default=ad.pooling,
                     help="over time: mean and maximum (avgmax, default) or attentive statistics pooling "
                          "(attention: a learnt weight per frame, weighted mean and standard deviation)")
@@ -504,7 +507,7 @@ def cmd_train(args) -> int:
     cfg = config_from_args(AudioTrainConfig, args, data=tuple(args.data), widths=tuple(args.widths),
                            utterance_norm=args.utterance_norm or args.utterance_mean,
                            augment=replace(defaults.augment, reverb=args.reverb, channel=args.channel),
-                           features=replace(defaults.features, pitch=args.pitch))
+                           features=replace(defaults.features, pitch=args.pitch, log_mel=args.log_mel))
     if args.cv:
         cv = cross_validate(cfg)
         for k, v in cv.items():

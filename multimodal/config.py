@@ -65,6 +65,11 @@ class AudioFeatureConfig:
     # (see multimodal.audio.pitch_contour). Models trained before this option
     # have none.
     pitch: bool = False
+    # The n_mels log-mel energies (dB) the MFCCs are computed from, as
+    # channels after the MFCC blocks: the spectral detail the 40 kept
+    # cepstral coefficients smooth away. Models trained before this option
+    # have none.
+    log_mel: bool = False
 
 
 @dataclass(frozen=True)

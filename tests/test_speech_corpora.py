@@ -121,6 +121,18 @@ def test_masks_cover_spans_and_the_same_band_in_every_block():
         assert not (w & ~rows[:, None] & ~cols[None, :]).any()  # nothing else touched
 
 
+def test_masks_take_a_band_of_log_mel_with_each_band_of_mfccs_and_leave_pitch_alone():
+    from training.train_audio import mask_windows
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 300, 187)).astype(np.float32) + 5
+    mask_windows(x, np.zeros(187, np.float32), rng, time_masks=0, coefficient_masks=1, n_mfcc=40, n_mels=64)
+    cols = (x == 0).all(axis=1)  # (windows, features): columns masked over the whole window
+    assert cols.any()
+    for c in cols:
+        assert c[:40].sum() == c[120:184].sum() <= 8  # as wide a band of the spectrum as of the MFCCs
+        assert not c[184:].any()
+
+
 def test_room_impulse_decays_and_band_limit_removes_rumble():
     from training.train_audio import band_limit, room_impulse
     rng = np.random.default_rng(0)
@@ -285,26 +297,28 @@ def test_utterance_mean_implies_utterance_norm_and_is_recorded(tmp_path):
     assert AudioModel(out / "model.keras").model.get_layer("utterance_mean").units == 16
 
 
-def test_pitch_channels_are_trained_recorded_and_computed_by_analyze(tiny_models, tmp_path):
-    """``--pitch``: the card asks for the pitch channels, the network takes 123 features, its cache is
-    its own, and ``analyze`` computes the same features from the card."""
+def test_added_channels_are_trained_recorded_and_computed_by_analyze(tiny_models, tmp_path):
+    """``--log-mel --pitch``: the card asks for both, the network takes 120 + 64 + 3 features, each
+    option's cache is its own, and ``analyze`` computes the same features from the card."""
     from multimodal.cli import main
     from training.train_audio import feature_cache_key
     root = _tiny_corpora(tmp_path / "data")
     out = tmp_path / "run"
     assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
-                 "--pitch", "--widths", "4", "8", "8", "8", "--epochs", "1", "--out", str(out)]) == 0
+                 "--pitch", "--log-mel", "--widths", "4", "8", "8", "8", "--epochs", "1", "--out", str(out)]) == 0
     card = json.loads((out / "model.keras.json").read_text())
-    assert card["features"]["pitch"] is True and card["input"]["shape"] == ["time", 123]
+    assert card["features"]["pitch"] is True and card["features"]["log_mel"] is True
+    assert card["input"]["shape"] == ["time", 187]
     model = AudioModel(out / "model.keras")
-    assert model.features.pitch
+    assert model.features.pitch and model.features.log_mel
     wav = write_wav(tmp_path / "voice.wav", 4.0)
     seg = multimodal.analyze(wav, audio_model=out / "model.keras", visual_model=tiny_models["visual"]).segments
     assert seg[[c for c in seg.columns if c.startswith("audio_")]].notna().all().all()
     items = load_speech_corpus(root)
     plain = AudioFeatureConfig()
-    assert feature_cache_key(items, plain, AugmentConfig(), 1) != feature_cache_key(
-        items, AudioFeatureConfig(pitch=True), AugmentConfig(), 1)
+    keys = {feature_cache_key(items, f, AugmentConfig(), 1)
+            for f in (plain, AudioFeatureConfig(pitch=True), AudioFeatureConfig(log_mel=True))}
+    assert len(keys) == 3
 
 
 def test_protocol_tables_score_before_and_after_calibration_over_the_same_classes(tmp_path):

@@ -125,6 +125,24 @@ def test_pitch_contour_follows_a_glide_and_fills_pauses():
     np.testing.assert_allclose(with_pitch[:, 120:], p, atol=1e-4)  # p of the level-normalised clip
 
 
+def test_log_mel_channels_are_the_spectrum_the_mfccs_come_from():
+    from dataclasses import replace
+
+    import librosa
+
+    from multimodal.audio import mfcc_features, normalize_level
+    from multimodal.config import AudioFeatureConfig
+    y = (0.1 * np.random.default_rng(0).normal(size=16000)).astype(np.float32)
+    cfg = replace(AudioFeatureConfig(), log_mel=True)
+    f = mfcc_features(y, cfg)
+    assert f.shape == (101, 120 + 64)
+    np.testing.assert_array_equal(f[:, :120], mfcc_features(y))  # the MFCCs do not change
+    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=normalize_level(y, -20.0), sr=16000, n_fft=512,
+                                                             hop_length=160, n_mels=64))
+    np.testing.assert_allclose(f[:, 120:], mel.T, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(librosa.feature.mfcc(S=mel, n_mfcc=40).T, f[:, :40], rtol=1e-5, atol=1e-3)
+
+
 def test_audio_loader_takes_any_rate_and_channels(tmp_path):
     import soundfile as sf
 

@@ -101,7 +101,7 @@ def feature_cache_key(items: list[Utterance], feat: AudioFeatureConfig, aug: Aug
 
     # Options added later count only when used, so caches written before them stay valid.
     aug_fields = {k: v for k, v in asdict(aug).items() if v or k not in ("reverb", "channel")}
-    feat_fields = {k: v for k, v in asdict(feat).items() if v or k != "pitch"}
+    feat_fields = {k: v for k, v in asdict(feat).items() if v or k not in ("pitch", "log_mel")}
     key_src = json.dumps([feat_fields, aug_fields, seed, CLIP_SECONDS, [(u.path.name, digest(u.path)) for u in items]])
     return hashlib.sha1(key_src.encode()).hexdigest()[:16]
 
@@ -154,19 +154,22 @@ def random_windows(x: np.ndarray, frames: int, rng: np.random.Generator) -> np.n
 
 
 def mask_windows(x: np.ndarray, fill: np.ndarray, rng: np.random.Generator, time_masks: int,
-                 coefficient_masks: int, n_mfcc: int, max_frames: int = 30, max_coefficients: int = 8) -> np.ndarray:
+                 coefficient_masks: int, n_mfcc: int, blocks: int = 3, n_mels: int = 0, max_frames: int = 30,
+                 max_coefficients: int = 8) -> np.ndarray:
     """SpecAugment-style masking of training windows, in place.
 
-    ``x`` is (n, frames, features) with the features in blocks of ``n_mfcc``
-    (MFCCs, deltas, delta-deltas). Each window gets ``time_masks`` spans of
-    0 to ``max_frames`` frames and ``coefficient_masks`` bands of 0 to
-    ``max_coefficients`` coefficients (the same band in every block) set to
-    ``fill`` (features,), the training mean, which the network's
-    normalisation maps to zero. Returns ``x``.
+    ``x`` is (n, frames, features): ``blocks`` blocks of ``n_mfcc`` columns
+    (MFCCs, deltas, delta-deltas), then ``n_mels`` log-mel columns, then any
+    others (pitch), which are never masked. Each window gets ``time_masks``
+    spans of 0 to ``max_frames`` frames and ``coefficient_masks`` bands of 0
+    to ``max_coefficients`` coefficients (the same band in every block), each
+    with a band of as many log-mel columns (else the network could read the
+    masked detail from the spectrum), set to ``fill`` (features,), the
+    training mean, which the network's normalisation maps to zero. Returns ``x``.
     """
-    n, frames, width = x.shape
-    blocks = width // n_mfcc
-    for i in range(n):
+    frames = x.shape[1]
+    mel = blocks * n_mfcc
+    for i in range(len(x)):
         for _ in range(time_masks):
             w = rng.integers(0, max_frames + 1)
             s = rng.integers(0, frames - w + 1)
@@ -177,6 +180,9 @@ def mask_windows(x: np.ndarray, fill: np.ndarray, rng: np.random.Generator, time
             for b in range(blocks):
                 cols = slice(b * n_mfcc + c, b * n_mfcc + c + w)
                 x[i, :, cols] = fill[cols]
+            if n_mels:
+                c = rng.integers(0, n_mels - w + 1)
+                x[i, :, mel + c:mel + c + w] = fill[mel + c:mel + c + w]
     return x
 
 
@@ -314,7 +320,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
         else:
             x, t = random_windows(x_train_all, frames, rng), t_train_all
         if cfg.time_masks or cfg.coefficient_masks:
-            mask_windows(x, fill, rng, cfg.time_masks, cfg.coefficient_masks, cfg.features.n_mfcc)
+            mask_windows(x, fill, rng, cfg.time_masks, cfg.coefficient_masks, cfg.features.n_mfcc,
+                         blocks=3 if cfg.features.deltas else 1, n_mels=cfg.features.n_mels * cfg.features.log_mel)
         if cfg.mixup:
             x, t = mixup(x, t, cfg.mixup, rng)
         # The order a full tf.data shuffle of the windows would give (it depends on the seeds and the
@@ -332,8 +339,9 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     card = dict(input={"shape": ["time", feats.shape[-1]], "dtype": "float32",
                        "description": "MFCC + deltas + delta-deltas, one row per hop; the network pools over time"},
                 preprocessing="mono 16 kHz float waveform -> multimodal.audio.mfcc_features(features) "
-                              "(level-normalised first when features.level_dbfs is set; pitch channels "
-                              "last when features.pitch is set)",
+                              "(level-normalised first when features.level_dbfs is set; log-mel channels "
+                              "after the MFCC blocks when features.log_mel is set, pitch channels last when "
+                              "features.pitch is set)",
                 features=asdict(cfg.features),
                 label_mapping="calm -> neutral when merged into the 7 project classes",
                 training={"datasets": corpora,
