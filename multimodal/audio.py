@@ -1,10 +1,10 @@
 """Speech-emotion features, the audio model, and the audio evidence of a clip.
 
 Features are MFCCs (with first and second deltas; optionally followed by the
-log-mel energies they come from and by the pitch contour) on 10 ms frames at 16 kHz of the level-normalised clip,
-computed identically for training, evaluation and ``analyze``: the
-parameters live in :class:`multimodal.config.AudioFeatureConfig` and are
-stored in the model card.
+log-mel energies they come from and by the pitch contour) on 10 ms frames at
+16 kHz of the level-normalised clip, computed identically for training,
+evaluation and ``analyze``: the parameters live in
+:class:`multimodal.config.AudioFeatureConfig` and are stored in the model card.
 
 :func:`audio_evidence` is the one gate between a clip and the audio model:
 a clip is scored only when the speech detector hears speech in it.
