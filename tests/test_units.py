@@ -136,11 +136,13 @@ def test_log_mel_channels_are_the_spectrum_the_mfccs_come_from():
     cfg = replace(AudioFeatureConfig(), log_mel=True)
     f = mfcc_features(y, cfg)
     assert f.shape == (101, 120 + 64)
-    np.testing.assert_array_equal(f[:, :120], mfcc_features(y))  # the MFCCs do not change
-    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=normalize_level(y, -20.0), sr=16000, n_fft=512,
-                                                             hop_length=160, n_mels=64))
+    np.testing.assert_array_equal(f[:, :120], mfcc_features(y))
+    level = normalize_level(y, -20.0)
+    # the MFCCs are librosa's from the waveform, as models trained before this option were given
+    np.testing.assert_allclose(f[:, :40], librosa.feature.mfcc(y=level, sr=16000, n_mfcc=40, n_fft=512,
+                                                               hop_length=160, n_mels=64).T, rtol=1e-5, atol=1e-4)
+    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=level, sr=16000, n_fft=512, hop_length=160, n_mels=64))
     np.testing.assert_allclose(f[:, 120:], mel.T, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(librosa.feature.mfcc(S=mel, n_mfcc=40).T, f[:, :40], rtol=1e-5, atol=1e-3)
 
 
 def test_audio_loader_takes_any_rate_and_channels(tmp_path):
