@@ -388,3 +388,25 @@ def test_ensemble_of_runs_averages_calibrated_members_and_checks_their_split(tmp
         main([str(tmp_path / "mixed"), str(runs[0]), str(other), "--data", str(root)])
     with pytest.raises(ValueError, match="other features"):
         main([str(tmp_path / "mixed"), str(runs[0]), str(coarser), "--data", str(root)])
+
+
+def test_novelty_law_tempers_each_segment_and_weighs_recordings_by_duration():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "novelty_temperature", Path(__file__).resolve().parents[1] / "benchmarks" / "novelty_temperature.py")
+    novelty = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(novelty)
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    temps = np.array([1.0, 2.0, 50.0])
+    got = novelty.tempered(probs, temps)
+    for row, t in enumerate(temps):
+        assert np.allclose(got[row], apply_temperature(probs[row:row + 1], t)[0])
+    # Recording 0 has segments of 3 s and 1 s, recording 1 none (no speech): uniform, as analyze's evidence rule.
+    segs = {"recording": np.array([0, 0]), "duration": np.array([3.0, 1.0]), "probs": probs[:2],
+            "labels": np.array([0, 1])}
+    dist = novelty.recording_distributions(segs, np.ones(2))
+    assert np.allclose(dist[0], 0.75 * probs[0] + 0.25 * probs[1]) and np.allclose(dist[1], 1 / 3)
+    # A law far out flattens a segment without changing which class it favours.
+    run = {"temperature": 2.0, "test": {"r": np.array([-1.0, 0.0, 5.0])}}
+    assert np.allclose(novelty.law(run, 0.5, "test"), [2.0, 2.0, 2.0 * np.exp(2.5)])
