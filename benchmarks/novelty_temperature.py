@@ -27,7 +27,9 @@ its epoch and temperature, so the "own temperature" figure there is
 optimistic) and on its test recordings.
 
     python benchmarks/novelty_temperature.py --runs runs/wide --data PATH/ravdess_speech PATH/cremad PATH/tess PATH/emodb \\
-        [--only loco_cremad fold1] [--cache DIR] [--json FILE]
+        [--only loco_cremad fold1] [--form linear] [--cache DIR] [--json FILE]
+
+``--form`` takes gentler laws (linear in r; from r = 1 or 2; capped), scored the same way.
 """
 from __future__ import annotations
 
@@ -35,7 +37,6 @@ import argparse
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.covariance import LedoitWolf
@@ -44,6 +45,7 @@ from multimodal.aggregate import segment_bounds
 from multimodal.audio import AudioModel, load_audio, mfcc_features
 from multimodal.config import AnalyzeConfig
 from multimodal.speech import SpeechDetector
+from training.audio_models import with_pooled_features
 from training.config import AugmentConfig
 from training.evaluate import seven_classes
 from training.metrics import cross_entropy, expected_calibration_error
@@ -53,19 +55,13 @@ from training.train_audio import compute_features, split_indices
 SPLITS = [f"loco_{c}" for c in ("ravdess", "cremad", "tess", "emodb")] + [f"fold{k}" for k in range(5)]
 
 
-def pooled_model(model: keras.Model) -> keras.Model:
-    """The network with two outputs: its last concatenated pooling and its softmax."""
-    pooled = [layer for layer in model.layers if isinstance(layer, keras.layers.Concatenate)][-1].output
-    return keras.Model(model.inputs, [pooled, model.outputs[0]])
-
-
 def split_of(card: dict, items: list) -> tuple[list[int], list[int], list[int]]:
     """Training, validation and test indices of the run whose card's ``training`` is ``card``."""
     held = card.get("held_out_corpus")
     return split_indices(items, 0 if held else card["test_fold"], card["validation_fold"], held)
 
 
-def score_segments(audio: AudioModel, both: keras.Model, items: list, cfg: AnalyzeConfig) -> dict:
+def score_segments(audio: AudioModel, both, items: list, cfg: AnalyzeConfig) -> dict:
     """Per recording, its scored segments as ``analyze`` cuts them: flat arrays of duration (s),
     pooled features and probabilities at temperature 1, with the recording each belongs to."""
     speech, sr = SpeechDetector(), audio.sample_rate
@@ -99,15 +95,26 @@ def recording_distributions(s: dict, temperature: np.ndarray) -> np.ndarray:
     return out
 
 
-def law(run: dict, b: float, part: str) -> np.ndarray:
+# How the temperature grows with r: the default, and gentler forms (linear; from the 90th percentile,
+# r = 1, rather than the median; capped at 20; from r = 2).
+FORMS = {
+    "exp": lambda t, b, r: t * np.exp(b * np.maximum(0.0, r)),
+    "linear": lambda t, b, r: t * (1 + b * np.maximum(0.0, r)),
+    "linear-p90": lambda t, b, r: t * (1 + b * np.maximum(0.0, r - 1)),
+    "linear-p90-cap20": lambda t, b, r: np.minimum(20.0, t * (1 + b * np.maximum(0.0, r - 1))),
+    "linear-2": lambda t, b, r: t * (1 + b * np.maximum(0.0, r - 2)),
+}
+
+
+def law(run: dict, b: float, part: str, form: str = "exp") -> np.ndarray:
     """Per-segment temperatures of ``run``'s ``part`` (``val`` or ``test``) under slope ``b``."""
-    return run["temperature"] * np.exp(b * np.maximum(0.0, run[part]["r"]))
+    return FORMS[form](run["temperature"], b, run[part]["r"])
 
 
-def fit_slope(runs: list[dict]) -> float:
+def fit_slope(runs: list[dict], form: str = "exp") -> float:
     """The slope that minimises the mean cross-entropy of the runs' validation and test recordings."""
     def loss(b: float) -> float:
-        return float(np.mean([cross_entropy(r[part]["labels"], recording_distributions(r[part], law(r, b, part)))
+        return float(np.mean([cross_entropy(r[part]["labels"], recording_distributions(r[part], law(r, b, part, form)))
                               for r in runs for part in ("val", "test")]))
     return float(minimize_scalar(loss, bounds=(0.0, 4.0), method="bounded").x)
 
@@ -133,7 +140,7 @@ def prepare(run_dir: Path, items: list, feats: dict, cfg: AnalyzeConfig, cache: 
         saved = np.load(store)
         parts = {p: {k[len(p) + 1:]: saved[k] for k in saved.files if k.startswith(p + "_")} for p in ("val", "test")}
     else:
-        both = pooled_model(audio.model)
+        both = with_pooled_features(audio.model)
         key = json.dumps(audio.card.data["features"], sort_keys=True)
         if key not in feats:  # runs of one recipe share their features
             feats[key] = compute_features(items, audio.features, AugmentConfig(copies=0), seed=0, cache_dir=None)[:, 0]
@@ -161,6 +168,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--data", type=Path, nargs="+", required=True)
     parser.add_argument("--only", nargs="+", choices=SPLITS, help="runs to score (default: all present)")
+    parser.add_argument("--form", choices=sorted(FORMS), default="exp", help="how T grows with r (default exp)")
     parser.add_argument("--cache", type=Path, help="keep each run's scored segments here")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -177,12 +185,12 @@ def main(argv=None) -> dict:
     for split, run in runs.items():
         if args.only and split not in args.only:
             continue
-        b = fit_slope([r for r in loco if r is not run])
+        b = fit_slope([r for r in loco if r is not run], args.form)
         results[split] = {"slope": b, "temperature": run["temperature"]}
         for part in ("val", "test"):
             s = run[part]
             before = corpus_rows(s, recording_distributions(s, np.full(len(s["r"]), run["temperature"])))
-            after = corpus_rows(s, recording_distributions(s, law(run, b, part)))
+            after = corpus_rows(s, recording_distributions(s, law(run, b, part, args.form)))
             results[split][part] = {c: {"own": before[c], "law": after[c]} for c in before}
             for c in before:
                 x, z = before[c], after[c]

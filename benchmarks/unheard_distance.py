@@ -22,21 +22,20 @@ import argparse
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from multimodal.audio import AudioModel
+from training.audio_models import with_pooled_features
 from training.config import AugmentConfig
 from training.speech_datasets import load_speech_corpus
 from training.train_audio import compute_features
 
 
-def pooled_and_probabilities(model: keras.Model, feats: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """The last concatenated pooling's output and the softmax, for ``feats`` (n, frames, features)."""
-    pooled = [layer for layer in model.layers if isinstance(layer, keras.layers.Concatenate)][-1].output
-    both = keras.Model(model.inputs, [pooled, model.outputs[0]])
+def pooled_and_probabilities(model, feats: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled features the classifier reads and the softmax, for ``feats`` (n, frames, features)."""
+    both = with_pooled_features(model)
     parts = [both.predict_on_batch(np.asarray(feats[i:i + batch], np.float32)) for i in range(0, len(feats), batch)]
     return np.concatenate([e for e, _ in parts]), np.concatenate([p for _, p in parts])
 

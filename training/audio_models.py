@@ -86,3 +86,9 @@ def attentive_statistics(x, hidden: int = 64):
     second = keras.ops.sum(weights * keras.ops.square(x), axis=1)
     std = keras.ops.sqrt(keras.ops.maximum(second - keras.ops.square(mean), 1e-6))
     return layers.Concatenate()([mean, std])
+
+
+def with_pooled_features(model: keras.Model) -> keras.Model:
+    """``model`` with two outputs: the pooled features its classifier reads, shape (batch, channels),
+    and its softmax. For measuring how far a recording lies from those the model trained on."""
+    return keras.Model(model.inputs, [model.get_layer("emotion").input, model.outputs[0]])
