@@ -407,6 +407,6 @@ def test_novelty_law_tempers_each_segment_and_weighs_recordings_by_duration():
             "labels": np.array([0, 1])}
     dist = novelty.recording_distributions(segs, np.ones(2))
     assert np.allclose(dist[0], 0.75 * probs[0] + 0.25 * probs[1]) and np.allclose(dist[1], 1 / 3)
-    # A law far out flattens a segment without changing which class it favours.
+    # The temperature rises only for segments further out than the validation median (r > 0).
     run = {"temperature": 2.0, "test": {"r": np.array([-1.0, 0.0, 5.0])}}
     assert np.allclose(novelty.law(run, 0.5, "test"), [2.0, 2.0, 2.0 * np.exp(2.5)])
