@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from sklearn.covariance import LedoitWolf
 
 from multimodal.aggregate import segment_bounds
 from multimodal.audio import AudioModel, load_audio, mfcc_features
@@ -48,7 +47,7 @@ from multimodal.speech import SpeechDetector
 from training.audio_models import with_pooled_features
 from training.config import AugmentConfig
 from training.evaluate import seven_classes
-from training.metrics import cross_entropy, expected_calibration_error
+from training.metrics import cross_entropy, distance_from, expected_calibration_error
 from training.speech_datasets import SPEECH_LABELS, load_speech_corpus
 from training.train_audio import compute_features, split_indices
 
@@ -147,12 +146,11 @@ def prepare(run_dir: Path, items: list, feats: dict, cfg: AnalyzeConfig, cache: 
         x = feats[key]
         trained = np.concatenate([both.predict_on_batch(np.asarray(x[train[i:i + 64]], np.float32))[0]
                                   for i in range(0, len(train), 64)])
-        centre, scale = trained.mean(0), trained.std(0) + 1e-6
-        gauss = LedoitWolf().fit((trained - centre) / scale)
+        distance = distance_from(trained)
         parts = {}
         for part, idx in (("val", val), ("test", test)):
             s = score_segments(audio, both, [items[i] for i in idx], cfg)
-            s["distance"] = np.sqrt(gauss.mahalanobis((s.pop("pooled") - centre) / scale))
+            s["distance"] = distance(s.pop("pooled"))
             parts[part] = s
         if store is not None:
             store.parent.mkdir(parents=True, exist_ok=True)

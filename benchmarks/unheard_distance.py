@@ -23,12 +23,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from multimodal.audio import AudioModel
 from training.audio_models import with_pooled_features
 from training.config import AugmentConfig
+from training.metrics import distance_from
 from training.speech_datasets import load_speech_corpus
 from training.train_audio import compute_features
 
@@ -63,9 +63,7 @@ def main(argv=None) -> dict:
         emb, probs = pooled_and_probabilities(audio.model, feats)
         # The runs train on folds 1-4 of the other corpora (and all of TESS) and choose their epoch on fold 0.
         train, val, unheard = (corpus != held) & (fold != 0), (corpus != held) & (fold == 0), corpus == held
-        scale = emb[train].std(0) + 1e-6
-        z = (emb - emb[train].mean(0)) / scale
-        dist = np.sqrt(LedoitWolf().fit(z[train]).mahalanobis(z))
+        dist = distance_from(emb[train])(emb)
         is_unheard = np.r_[np.zeros(val.sum()), np.ones(unheard.sum())]
         row = {"n": int(unheard.sum()),
                "auroc_distance": float(roc_auc_score(is_unheard, np.r_[dist[val], dist[unheard]])),

@@ -410,3 +410,18 @@ def test_novelty_law_tempers_each_segment_and_weighs_recordings_by_duration():
     # The temperature rises only for segments further out than the validation median (r > 0).
     run = {"temperature": 2.0, "test": {"r": np.array([-1.0, 0.0, 5.0])}}
     assert np.allclose(novelty.law(run, 0.5, "test"), [2.0, 2.0, 2.0 * np.exp(2.5)])
+
+
+def test_distance_from_reference_grows_away_from_it_and_ignores_feature_units():
+    from training.metrics import distance_from
+
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((500, 8)) * np.array([1, 1, 1, 1, 1, 1, 1, 1000.0])
+    distance = distance_from(reference)
+    near, far = np.zeros((1, 8)), np.zeros((1, 8))
+    far[0, 0] = 6.0
+    assert distance(near)[0] < 1.0 < 5.0 < distance(far)[0]
+    # A feature a thousand times wider counts as one of the same spread: its six spreads out are as far.
+    far_wide = np.zeros((1, 8))
+    far_wide[0, 7] = 6000.0
+    assert np.isclose(distance(far_wide)[0], distance(far)[0], rtol=0.2)

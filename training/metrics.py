@@ -30,6 +30,20 @@ def cross_entropy(y: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.mean(np.log(p)))
 
 
+def distance_from(reference: np.ndarray):
+    """A function giving the Mahalanobis distance of rows from ``reference`` (n, features).
+
+    Each feature is first standardised by the reference's mean and spread; the
+    covariance is Ledoit-Wolf's, which stays invertible with fewer rows than a
+    plain estimate needs. Returns ``f(x)``: distances (len(x),) of the rows of x.
+    """
+    from sklearn.covariance import LedoitWolf
+
+    centre, scale = reference.mean(0), reference.std(0) + 1e-6
+    gauss = LedoitWolf().fit((reference - centre) / scale)
+    return lambda x: np.sqrt(gauss.mahalanobis((x - centre) / scale))
+
+
 def classification_metrics(y: np.ndarray, probs: np.ndarray, labels: tuple[str, ...] | list[str]) -> dict:
     """Accuracy, macro-F1, unweighted average recall, cross-entropy, ECE,
     per-class precision/recall/F1 and the confusion matrix.
