@@ -390,6 +390,29 @@ def test_ensemble_of_runs_averages_calibrated_members_and_checks_their_split(tmp
         main([str(tmp_path / "mixed"), str(runs[0]), str(coarser), "--data", str(root)])
 
 
+def test_ensemble_member_without_log_mel_reads_the_mfcc_channels_of_one_with_them(tmp_path):
+    """A run with ``--log-mel`` and one without, averaged: the ensemble computes the log-mel run's
+    features, and the other member reads their first 120 channels, the MFCC blocks it was trained on."""
+    from multimodal.cli import main as cli
+    from training.ensemble import main
+    root = _tiny_corpora(tmp_path / "data")
+    runs = []
+    for name, options in (("mfcc", []), ("log_mel", ["--log-mel"])):
+        runs.append(tmp_path / name)
+        assert cli(["train", "audio", "--data", str(root), "--test-fold", "0", "--val-fold", "1", *options,
+                    "--widths", "4", "8", "8", "8", "--epochs", "1", "--out", str(runs[-1])]) == 0
+    out = tmp_path / "ensemble"
+    assert main([str(out), *map(str, runs), "--data", str(root)]) == 0
+    ensemble = AudioModel(out / "model.keras")
+    assert ensemble.features.log_mel
+    x = np.random.default_rng(6).normal(size=(2, 150, 184)).astype(np.float32)
+    members = json.loads((out / "model.keras.json").read_text())["training"]["ensemble"]
+    expected = np.mean([apply_temperature(AudioModel(r / "model.keras").model.predict_on_batch(x[:, :, :width])
+                                          .astype(np.float64), m["temperature"])
+                        for r, m, width in zip(runs, members, (120, 184))], axis=0)
+    assert ensemble.model.predict_on_batch(x) == pytest.approx(expected, abs=1e-5)
+
+
 def test_novelty_law_tempers_each_segment_and_weighs_recordings_by_duration():
     import importlib.util
     spec = importlib.util.spec_from_file_location(

@@ -15,6 +15,7 @@ speakers as ``train audio`` scores a run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,17 +30,36 @@ def average_models(members: list, temperatures: list[float]):
     """One Keras model whose output is the mean of ``members``' distributions, each member's first
     sharpened or flattened by its temperature (as :func:`multimodal.audio.apply_temperature` does).
 
-    The members take the same input, ``(batch, time, features)``, and give distributions over the
-    same classes.
+    The ensemble takes the widest member's input, ``(batch, time, features)``; a narrower member
+    reads the first of those features (see :func:`shared_features`). All give distributions over
+    the same classes.
     """
     import keras
-    inputs = keras.Input(members[0].input_shape[1:], name="mfcc")
+    width = max(m.input_shape[-1] for m in members)
+    inputs = keras.Input((None, width), name="mfcc")
     outputs = []
     for i, (member, t) in enumerate(zip(members, temperatures)):
         member.name = f"member{i}"  # nested models need distinct names
-        p = keras.ops.power(keras.ops.clip(member(inputs), 1e-12, 1.0), 1.0 / t)
+        own = member.input_shape[-1]
+        p = member(inputs if own == width else inputs[:, :, :own])
+        p = keras.ops.power(keras.ops.clip(p, 1e-12, 1.0), 1.0 / t)
         outputs.append(p / keras.ops.sum(p, axis=-1, keepdims=True))
     return keras.Model(inputs, keras.layers.Average(name="emotion")(outputs), name="ensemble")
+
+
+def shared_features(features: list, names: list) -> int:
+    """Index of the member whose features the ensemble computes, or ValueError.
+
+    Members must compute the same features, except that some may add the
+    log-mel channels: those come right after the MFCC blocks, so a member
+    without them reads the first channels of the others' input. Pitch
+    channels come last, so with them the log-mel channels cannot be mixed.
+    """
+    full = next((i for i, f in enumerate(features) if f.log_mel), 0)
+    for i, f in enumerate(features):
+        if f != features[full] and (features[full].pitch or f != dataclasses.replace(features[full], log_mel=False)):
+            raise ValueError(f"{names[i]}: other features than {names[full]}")
+    return full
 
 
 def split_of(card: dict) -> tuple:
@@ -51,8 +71,9 @@ def split_of(card: dict) -> tuple:
 def ensemble_runs(out: Path, runs: list[Path], data: list[Path]) -> dict:
     """Average the models of ``runs`` into ``out/model.keras``, calibrate it and score it.
 
-    Every run must have been made for the same split with the same features
-    and labels (checked against their cards). Returns the summary of
+    Every run must have been made for the same split with the same labels
+    and the same features, log-mel channels apart (checked against their
+    cards; see :func:`shared_features`). Returns the summary of
     :func:`training.train_audio.calibrate_and_test`.
     """
     import keras
@@ -67,11 +88,12 @@ def ensemble_runs(out: Path, runs: list[Path], data: list[Path]) -> dict:
     # Compared as parameters: a card written before an option existed omits it, meaning its default.
     features = [features_from_card(c) for c in read]
     first = cards[0]
-    for run, card, feat in zip(runs[1:], cards[1:], features[1:]):
+    for run, card in zip(runs[1:], cards[1:]):
         if split_of(card) != split_of(first):
             raise ValueError(f"{run}: made for another split than {runs[0]} ({split_of(card)} vs {split_of(first)})")
-        if feat != features[0] or card["labels"] != first["labels"]:
-            raise ValueError(f"{run}: other features or labels than {runs[0]}")
+        if card["labels"] != first["labels"]:
+            raise ValueError(f"{run}: other labels than {runs[0]}")
+    widest = cards[shared_features(features, runs)]
     if tuple(first["labels"]) != SPEECH_LABELS:
         raise ValueError(f"{runs[0]}: labels {first['labels']} are not {SPEECH_LABELS}")
     hold_out, test_fold, val_fold = split_of(first)
@@ -85,7 +107,7 @@ def ensemble_runs(out: Path, runs: list[Path], data: list[Path]) -> dict:
     log.info("ensemble of %s (temperatures %s)", ", ".join(map(str, runs)), temperatures)
     items = load_speech_corpus(*data)
     _, va, te = split_indices(items, test_fold, val_fold, hold_out)
-    card = {k: first[k] for k in ("input", "preprocessing", "features", "label_mapping") if k in first}
+    card = {k: widest[k] for k in ("input", "preprocessing", "features", "label_mapping") if k in widest}
     card["training"] = {**{k: first["training"][k] for k in ("datasets", "training_utterances", "test_fold",
                                                             "test_actors", "held_out_corpus", "validation_fold")
                            if k in first["training"]},
