@@ -161,6 +161,39 @@ def test_speech_network_variants_load_safely_and_export(tmp_path, variant):
             cnn1d(n, len(SPEECH_LABELS), np.zeros(n), np.ones(n), pooling="median")
 
 
+def test_export_with_smaller_weights_records_them_and_keeps_the_limits(tmp_path):
+    """int8 weights quarter the file and change outputs a little; the default limits refuse that."""
+    import keras
+
+    from multimodal.audio import AudioModel
+    from multimodal.config import AudioFeatureConfig
+    from multimodal.models import write_card
+    from training.audio_models import cnn1d
+    from training.export_tflite import export
+    from training.speech_datasets import SPEECH_LABELS
+
+    feat = AudioFeatureConfig()
+    n = feat.n_mfcc * 3
+    keras.utils.set_random_seed(6)
+    src = tmp_path / "audio.keras"
+    cnn1d(n, len(SPEECH_LABELS), np.zeros(n), np.ones(n), widths=(64, 64, 64, 64)).save(src)
+    write_card(src, "audio", SPEECH_LABELS, features=asdict(feat))
+    lite = src.with_suffix(".tflite")
+    assert "float32 weights" in export(src)
+    full = lite.stat().st_size
+    with pytest.raises(ModelError, match="differs"):
+        export(src, weights="int8")
+    assert not lite.exists()  # a refused export leaves nothing behind
+    assert "int8 weights" in export(src, weights="int8", max_diff=1.0, max_changed=1.0)
+    assert lite.stat().st_size < full / 2.5
+    assert read_card(lite, "audio").data["exported_from"]["weights"] == "int8"
+    clips = [np.random.default_rng(7).normal(0, 0.1, 16000 * 2).astype(np.float32)]
+    small, reference = AudioModel(lite).predict_proba(clips), AudioModel(src).predict_proba(clips)
+    assert np.allclose(small.sum(axis=1), 1, atol=1e-5) and small == pytest.approx(reference, abs=0.05)
+    with pytest.raises(ValueError, match="weights"):
+        export(src, weights="int4")
+
+
 def test_analyze_needs_no_tensorflow(face_video, tmp_path):
     # With TensorFlow and Keras made unimportable, analyze still runs on the shipped models.
     import subprocess

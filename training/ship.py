@@ -1,7 +1,8 @@
 """Copy a training run's model into ``models/`` with its card and report.
 
     python -m training.ship RUN_DIR models/NAME.keras [--metric accuracy] [--extra card-extra.json]
-                            [--fer DATA | --ravdess DATA]
+                            [--fer DATA | --ravdess DATA] [--weights float32|float16|int8]
+                            [--max-diff 1e-4] [--max-changed 0]
 
 The model is re-saved without optimizer state, its card carried over with a
 new checksum, and the run's report copied to ``models/reports/NAME/``. An
@@ -9,7 +10,7 @@ existing model is replaced only if the new one scores higher on ``--metric``
 (or with ``--force``). Its TFLite export ``NAME.tflite``, which ``analyze``
 runs, is written next to it (``training/export_tflite.py``), checked on the
 model's test data when ``--fer`` or ``--ravdess`` is given, else on random
-inputs.
+inputs, within the limits given (see ``training.export_tflite``).
 """
 from __future__ import annotations
 
@@ -20,13 +21,17 @@ import sys
 from pathlib import Path
 
 from multimodal.models import card_path, write_card
-from training.export_tflite import export
+from training.export_tflite import add_export_arguments, export
 from training.loop import export_model
 
 
 def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict | None = None,
-         fer: Path | None = None, ravdess: Path | None = None) -> str:
-    """Copy a run's model into ``models/`` with its card and report, and export it to TFLite."""
+         fer: Path | None = None, ravdess: Path | None = None, **export_limits) -> str:
+    """Copy a run's model into ``models/`` with its card and report, and export it to TFLite.
+
+    ``export_limits`` (``weights``, ``max_diff``, ``max_changed``) go to
+    :func:`training.export_tflite.export`.
+    """
     card = json.loads(card_path(run / "model.keras").read_text())
     new = card["metrics"][metric]
     if target.exists() and card_path(target).exists() and not force:
@@ -52,7 +57,7 @@ def ship(run: Path, target: Path, metric: str, force: bool = False, extra: dict 
         main = next(iter(sorted(reports.rglob("report.md"), key=lambda p: len(p.parts))), reports / "report.md")
         fields.setdefault("report", str(main.relative_to(target.parent)))  # ``extra`` may name another
     write_card(target, card["kind"], card["labels"], **fields)
-    return f"shipped {target.name}: {metric} {new:.4f}; {export(target, fer, ravdess)}"
+    return f"shipped {target.name}: {metric} {new:.4f}; {export(target, fer, ravdess, **export_limits)}"
 
 
 def main(argv=None) -> int:
@@ -65,9 +70,11 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true")
     p.add_argument("--fer", type=Path, help="FER2013, to check a visual model's export on PrivateTest")
     p.add_argument("--ravdess", type=Path, help="RAVDESS speech, to check an audio model's export on its test fold")
+    add_export_arguments(p)
     a = p.parse_args(argv)
     extra = json.loads(a.extra.read_text()) if a.extra else None
-    print(ship(a.run, a.target, a.metric, a.force, extra, a.fer, a.ravdess))
+    print(ship(a.run, a.target, a.metric, a.force, extra, a.fer, a.ravdess,
+               weights=a.weights, max_diff=a.max_diff, max_changed=a.max_changed))
     return 0
 
 
