@@ -26,6 +26,7 @@ from multimodal.errors import (
     ModelError,
     MultimodalError,
     OutputError,
+    UsageError,
 )
 from multimodal.version import __version__
 
@@ -261,6 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"filters of the four convolution stages (default {' '.join(map(str, ad.widths))}; "
                          "the narrower model it replaced: 64 128 128 256)")
     ta.add_argument("--epochs", type=_positive(int), default=ad.epochs)
+    ta.add_argument("--schedule-epochs", type=_positive(int), default=ad.schedule_epochs, metavar="N",
+                    help="the learning rate's cosine decay spans N epochs (default: --epochs); with "
+                         "--no-validation, stop where the recipe's runs chose their epoch on the same schedule")
+    ta.add_argument("--no-validation", action="store_true",
+                    help="train on the validation fold's speakers too, for exactly --epochs epochs (the learning "
+                         "rate anneals to zero); needs --temperature, as no held-out speakers are left to fit it on")
+    ta.add_argument("--temperature", type=_positive(float), default=ad.temperature, metavar="T",
+                    help="with --no-validation: the calibration temperature the card records, chosen beforehand "
+                         "(e.g. the median of the recipe's fold runs)")
     ta.add_argument("--patience", type=_positive(int), default=ad.patience)
     ta.add_argument("--cache-dir", type=Path, default=ad.cache_dir, metavar="DIR",
                     help="where the features of every recording are kept (default OUT/cache); runs on the same "
@@ -480,6 +490,9 @@ def cmd_live(args) -> int:
 
 def cmd_train(args) -> int:
     """``train visual|audio``: one run into ``--out`` (refused if a run is there, unless resumed or forced)."""
+    if args.modality == "audio" and args.no_validation != (args.temperature is not None):
+        raise UsageError("--no-validation and --temperature go together: without validation speakers the "
+                         "temperature must be given, and with them it is fitted")
     if args.out.exists() and not args.out.is_dir():
         raise OutputError(f"{args.out}: exists and is not a directory")
     if args.out.exists() and any(args.out.iterdir()):

@@ -286,6 +286,29 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     assert card["metrics"]["split"].startswith("all of emodb")
 
 
+def test_training_without_validation_speakers_runs_every_epoch_and_records_the_given_temperature(tmp_path, capsys):
+    from multimodal.cli import main
+    root = _tiny_corpora(tmp_path / "data")
+    common = ["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
+              "--widths", "4", "8", "8", "8", "--epochs", "2", "--patience", "1"]
+    # one without the other is a usage error, before anything is written
+    assert main([*common, "--no-validation", "--out", str(tmp_path / "bad")]) == 2
+    assert main([*common, "--temperature", "2", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists() and "go together" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main([*common, "--no-validation", "--temperature", "2.5", "--schedule-epochs", "6", "--out", str(out)]) == 0
+    card = json.loads((out / "model.keras.json").read_text())
+    # the validation fold's speakers trained too: all twelve RAVDESS files (the run above trained on eight)
+    assert card["training"]["training_utterances"] == {"ravdess": 12}
+    assert card["training"]["no_validation"] and card["training"]["validation_fold"] is None
+    # no early stopping without a validation set (patience 1 would otherwise allow a stop), the last epoch kept
+    assert card["training"]["epochs_run"] == 2 and card["training"]["best_epoch"] == 2
+    assert card["training"]["schedule_epochs"] == 6
+    assert card["calibration"]["temperature"] == 2.5 and "given" in card["calibration"]["fitted_on"]
+    assert AudioModel(out / "model.keras").temperature == 2.5
+    assert card["metrics"]["split"].startswith("all of emodb")
+
+
 def test_utterance_mean_implies_utterance_norm_and_is_recorded(tmp_path):
     from multimodal.cli import main
     root = _tiny_corpora(tmp_path / "data")

@@ -99,3 +99,8 @@ class AudioTrainConfig:
     mixup: float = 0.0  # alpha of the Beta distribution of mixup's weights; 0 = no mixup
     pooling: str = "avgmax"  # one of POOLINGS
     widths: tuple[int, ...] = (128, 256, 256, 512)  # filters of the four stages; 64 128 128 256 before
+    # Train on the validation fold's speakers too, for exactly `epochs` epochs (nothing is left to select
+    # on); the card then records `temperature`, chosen beforehand, e.g. from the recipe's fold runs.
+    no_validation: bool = False
+    temperature: float | None = None
+    schedule_epochs: int | None = None  # the cosine decay's length in epochs (default: epochs)

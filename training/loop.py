@@ -65,7 +65,8 @@ def export_model(source: Path, target: Path) -> None:
 
 
 def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], object],
-                  validation: tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path, *, epochs: int,
+                  validation: tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]] | None,
+                  out_dir: Path, *, epochs: int,
                   patience: int, resume: bool, log: logging.Logger,
                   deadline: float | None = None) -> tuple[keras.Model, RunState]:
     """Train epoch by epoch with checkpoints and early stopping on validation accuracy.
@@ -80,6 +81,7 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
         for several validation sets; the selection metric ``val_accuracy`` is
         then the mean of their accuracies, so a small set counts as much as a
         large one
+        ; None: nothing to select on, so every epoch runs and the last is "best"
     deadline : a ``time.time()`` by which to stop: no epoch starts that the
         last one's duration says would end past it (the run can be resumed).
         The first two epochs always run: the first includes compiling the
@@ -99,7 +101,7 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
             log.info("nothing to resume in %s; starting afresh", ckpt)
         model, state = build(), RunState()
     verbose = 1 if sys.stderr.isatty() else 2
-    sets = validation if isinstance(validation, dict) else {"": validation}
+    sets = {} if validation is None else validation if isinstance(validation, dict) else {"": validation}
     while state.epoch < epochs and state.stale_epochs < patience:
         started = time.time()
         if deadline and len(state.history) > 1 and started + state.history[-1]["seconds"] > deadline:
@@ -111,14 +113,15 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
         for name, (x_val, y_val) in sets.items():
             scores = model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
             val.update({f"val_{name + '_' if name else ''}{k}": float(v) for k, v in scores.items()})
-        if "" not in sets:
+        if sets and "" not in sets:
             val["val_accuracy"] = float(np.mean([val[f"val_{name}_accuracy"] for name in sets]))
         state.epoch += 1
         record = {"epoch": state.epoch, "seconds": round(time.time() - started, 1),
                   **{k: float(v[-1]) for k, v in hist.history.items()}, **val}
         state.history.append(record)
-        if record["val_accuracy"] > state.best_metric:
-            state.best_metric, state.best_epoch, state.stale_epochs = record["val_accuracy"], state.epoch, 0
+        if not sets or record["val_accuracy"] > state.best_metric:
+            state.best_metric = record.get("val_accuracy", state.best_metric)
+            state.best_epoch, state.stale_epochs = state.epoch, 0
             save_model_atomic(model, best)
         else:
             state.stale_epochs += 1

@@ -280,11 +280,13 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     if cfg.hold_out_corpus is not None and cfg.hold_out_corpus not in corpora:
         raise ValueError(f"--hold-out-corpus {cfg.hold_out_corpus}: not among the corpora found ({', '.join(corpora)})")
     tr, va, te = split_indices(items, cfg.test_fold, val_fold, cfg.hold_out_corpus)
+    if cfg.no_validation:  # the validation fold's speakers train too
+        tr, va = np.sort(np.concatenate([tr, va])), va[:0]
     test_name = (f"all of {cfg.hold_out_corpus}" if cfg.hold_out_corpus
                  else f"test fold {cfg.test_fold} (RAVDESS actors {RAVDESS_FOLDS[cfg.test_fold]})")
-    log.info("%d utterances: train %d, validation fold %d: %d, %s: %d",
-             len(items), len(tr), val_fold, len(va), test_name, len(te))
-    if len(tr) == 0 or len(va) == 0:
+    log.info("%d utterances: train %d, validation fold %s: %d, %s: %d",
+             len(items), len(tr), "none" if cfg.no_validation else val_fold, len(va), test_name, len(te))
+    if len(tr) == 0 or (len(va) == 0 and not cfg.no_validation):
         raise ValueError(f"{cfg.data}: too few speakers for the requested folds")
     feats = compute_features(items, cfg.features, cfg.augment, cfg.seed, cfg.cache_dir or out / "cache")
     y = np.array([SPEECH_LABELS.index(u.label) for u in items])
@@ -305,7 +307,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
         model = cnn1d(feats.shape[-1], len(SPEECH_LABELS), mean, var, widths=cfg.widths,
                       utterance_norm=cfg.utterance_norm, pooling=cfg.pooling, utterance_mean=side)
         steps = int(np.ceil(len(x_train_all) / cfg.batch_size))
-        schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.epochs * steps)
+        schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=(cfg.schedule_epochs or cfg.epochs) * steps)
         model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-3),
                       loss="categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
         return model
@@ -332,7 +334,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                 .map(lambda xb, tb: (tf.cast(xb, tf.float32), tb)).prefetch(2))
 
     y_val = np.eye(len(SPEECH_LABELS), dtype=np.float32)[y[va]]  # the intended emotions select
-    model, state = fit_resumable(build, train_data, (x_val, y_val), out, epochs=cfg.epochs,
+    model, state = fit_resumable(build, train_data, None if cfg.no_validation else (x_val, y_val), out, epochs=cfg.epochs,
                                  patience=cfg.patience, resume=cfg.resume, log=log)
     model_path = out / "model.keras"
     export_model(out / "checkpoints" / "best.keras", model_path)
@@ -353,16 +355,20 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "utterance_norm": cfg.utterance_norm, "utterance_mean": cfg.utterance_mean,
                           "crowd_targets": cfg.crowd_targets,
                           "mixup": cfg.mixup, "pooling": cfg.pooling, "widths": list(cfg.widths),
-                          "validation_fold": val_fold, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+                          "validation_fold": None if cfg.no_validation else val_fold,
+                          "no_validation": cfg.no_validation, "schedule_epochs": cfg.schedule_epochs or cfg.epochs,
+                          "epochs_run": state.epoch, "best_epoch": state.best_epoch,
                           "augmentation": asdict(cfg.augment), "seed": cfg.seed, "platform": platform.platform()})
     return calibrate_and_test(model_path, card, [items[i] for i in te], [items[i] for i in va], val_fold,
-                              cfg.test_fold, cfg.hold_out_corpus, log)
+                              cfg.test_fold, cfg.hold_out_corpus, log, temperature=cfg.temperature)
 
 
 def calibrate_and_test(model_path: Path, card: dict, test_items: list, val_items: list, val_fold: int,
-                       test_fold: int, hold_out_corpus: str | None, log) -> dict:
+                       test_fold: int, hold_out_corpus: str | None, log, temperature: float | None = None) -> dict:
     """Write the card of a trained speech model, fit its temperature on the validation speakers and score
     the test speakers before and after it, as ``analyze`` scores files.
+
+    With no ``val_items`` (a run without validation speakers) the card records ``temperature`` instead.
 
     ``card`` holds the card's fields except calibration and metrics, which this adds; reports go to
     ``report_uncalibrated/`` and ``report/`` beside the model. Returns the first held-out corpus's
@@ -374,11 +380,19 @@ def calibrate_and_test(model_path: Path, card: dict, test_items: list, val_items
     write_card(model_path, "audio", SPEECH_LABELS, **card)  # evaluation loads the model through its card
     uncalibrated = evaluate_recordings(model_path, test_items, out / "report_uncalibrated",
                                        "Audio model (uncalibrated) on held-out speakers", temperature=1.0)
-    calibration = calibrate_audio_model(model_path, val_items,
-                                        f"validation fold {val_fold}: held-out speakers of "
-                                        + ", ".join(sorted({u.corpus for u in val_items})))
-    log.info("calibration: temperature %.3f fitted on the validation speakers (ECE there %.3f -> %.3f)",
-             calibration["temperature"], calibration["ece_before"], calibration["ece_after"])
+    if val_items:
+        calibration = calibrate_audio_model(model_path, val_items,
+                                            f"validation fold {val_fold}: held-out speakers of "
+                                            + ", ".join(sorted({u.corpus for u in val_items})))
+        log.info("calibration: temperature %.3f fitted on the validation speakers (ECE there %.3f -> %.3f)",
+                 calibration["temperature"], calibration["ece_before"], calibration["ece_after"])
+    else:
+        if temperature is None:
+            raise ValueError("a run without validation speakers needs its temperature given")
+        calibration = {"temperature": float(temperature),
+                       "fitted_on": "given when training (--temperature): no held-out speakers were left to fit it on"}
+        write_card(model_path, "audio", SPEECH_LABELS, **card, calibration=calibration)
+        log.info("calibration: temperature %.3f, as given", temperature)
     card = {**card, "calibration": calibration}
     results = evaluate_recordings(model_path, test_items, out / "report", f"Audio model on {test_name}")
     first = hold_out_corpus or ("ravdess" if "ravdess" in results else sorted(results)[0])
