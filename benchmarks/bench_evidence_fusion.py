@@ -43,6 +43,7 @@ from multimodal.fusion import ProductFusion, _entropy, _log_loss, make_strategy 
 from multimodal.speech import SpeechDetector  # noqa: E402
 from training.compare_fusion import (  # noqa: E402
     _seven_class,
+    fitting_speakers,
     pair_indices,
     paired_difference_ci,
     pseudo_pairs,
@@ -66,10 +67,15 @@ def face_scores(faces: np.ndarray, detector: BlazeFaceDetector) -> np.ndarray:
     return out
 
 
-def pair_evidence(pairs, fer: Path, ravdess: Path, split: str, fold: int, seed: int, cache: Path) -> dict:
-    """Evidence columns (n,) of the pairs ``pseudo_pairs`` built for ``split`` and ``fold``."""
+def pair_evidence(pairs, fer: Path, ravdess: Path, split: str, fold: int, seed: int, cache: Path,
+                  halved: bool = False) -> dict:
+    """Evidence columns (n,) of the pairs ``pseudo_pairs`` built for ``split`` and ``fold`` (``halved``:
+    of the fold's speakers, the fitting half for PublicTest and the other for PrivateTest)."""
     x, yf = load_fer2013(fer, split, cache)
     items = [u for u in load_ravdess(ravdess) if u.fold == fold]
+    if halved:
+        fitting = fitting_speakers(u.speaker for u in items)
+        items = [u for u in items if (u.speaker in fitting) == (split == "PublicTest")]
     y = np.array([_seven_class(u.label) for u in items])
     if not np.array_equal(y, pairs.y):
         raise RuntimeError("the pairs do not match the RAVDESS fold; clear the cache")
@@ -107,8 +113,10 @@ def main() -> None:
     args = ap.parse_args()
     val, test = pseudo_pairs(args.fer, args.ravdess, DEFAULT_VISUAL_MODEL, DEFAULT_AUDIO_MODEL, args.cache, args.seed)
     test_fold, val_fold = voice_folds(DEFAULT_AUDIO_MODEL)
-    ev_val = pair_evidence(val, args.fer, args.ravdess, "PublicTest", val_fold, args.seed, args.cache)
-    ev_test = pair_evidence(test, args.fer, args.ravdess, "PrivateTest", test_fold, args.seed, args.cache)
+    halved = val_fold is None  # an audio model trained on every fold but its test fold
+    ev_val = pair_evidence(val, args.fer, args.ravdess, "PublicTest", test_fold if halved else val_fold,
+                           args.seed, args.cache, halved)
+    ev_test = pair_evidence(test, args.fer, args.ravdess, "PrivateTest", test_fold, args.seed, args.cache, halved)
     both_v = ~np.isnan(val.audio).any(1)
     both_t = ~np.isnan(test.audio).any(1)
     yt = test.y[both_t]

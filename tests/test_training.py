@@ -410,7 +410,8 @@ def test_compare_fusion_pairs_the_voices_the_audio_model_never_heard(fer_dirs, r
     card = read_card(tiny_models["audio"], "audio").data
     fields = {k: v for k, v in card.items() if k not in ("kind", "labels", "sha256", "file", "size_bytes")}
     for name, training in (("fold1", {"test_fold": 1, "validation_fold": 2}),
-                           ("loco", {"held_out_corpus": "cremad", "validation_fold": 0})):
+                           ("loco", {"held_out_corpus": "cremad", "validation_fold": 0}),
+                           ("noval", {"test_fold": 2, "validation_fold": None, "no_validation": True})):
         model = tmp_path / f"{name}.keras"
         shutil.copy(tiny_models["audio"], model)
         write_card(model, "audio", card["labels"], **{**fields, "training": training})
@@ -442,6 +443,20 @@ def test_compare_fusion_pairs_the_voices_the_audio_model_never_heard(fer_dirs, r
         (clips / f"01-01-03-01-01-01-{actor:02d}.mp4").touch()
     split = {p.name[-6:-4]: s for p, _, s in clip_labels(clips, 0, tmp_path / "fold1.keras")}
     assert split == {"03": "test", "10": "validation"}
+    # a model that heard every fold but its test fold: that fold's speakers, alternately, fit and test
+    for actor in (11, 12):
+        (clips / f"01-01-03-01-01-01-{actor:02d}.mp4").touch()
+    split = {p.name[-6:-4]: s for p, _, s in clip_labels(clips, 0, tmp_path / "noval.keras")}
+    assert split == {"10": "validation", "11": "test", "12": "validation"}
+    capsys.readouterr()
+    assert main(["compare-fusion", "--fer", str(fer_dirs / "folders"), "--speech", str(ravdess_dir),
+                 "--visual-model", str(tiny_models["visual"]), "--audio-model", str(tmp_path / "noval.keras"),
+                 "--out", str(tmp_path / "cf3"), "--bootstrap", "20"]) == 0
+    rep = json.loads((tmp_path / "cf3" / "report.json").read_text())
+    assert rep["n_test"] == 16 and rep["n_validation"] == 16  # actor 11; actor 10
+    assert rep["test"].startswith("fold 2 voices, the other half")
+    assert rep["validation"].startswith("fold 2 voices, the fitting half")
+    assert any("every other one fits" in n for n in rep["notes"])
     (tmp_path / "manifest.csv").write_text("path,label\nclips/01-01-03-01-01-01-02.mp4,happy\n")
     assert len(clip_labels(tmp_path / "manifest.csv", 0, tmp_path / "loco.keras")) == 1
 

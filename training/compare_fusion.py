@@ -57,7 +57,7 @@ from training.metrics import (
     plot_confusion,
 )
 from training.rafdb import load_rafdb
-from training.speech_datasets import load_speech_corpus, parse_ravdess_name, ravdess_fold
+from training.speech_datasets import RAVDESS_FOLDS, load_speech_corpus, parse_ravdess_name, ravdess_fold
 
 SHIPPED = f"{AnalyzeConfig.fusion} as shipped"  # the default strategy with models/fusion.json's parameters
 NAMES = {"ravdess": "RAVDESS", "cremad": "CREMA-D", "emodb": "EmoDB", "tess": "TESS"}
@@ -106,11 +106,13 @@ def _cached(cache: Path, key: str, compute, *args):
     return value
 
 
-def voice_folds(audio_model: Path) -> tuple[int, int]:
+def voice_folds(audio_model: Path) -> tuple[int, int | None]:
     """``(test, validation)``: the folds of speakers ``audio_model`` never trained on, from its card.
 
     A card without them (a model trained elsewhere) is taken to follow the shipped model's split: test
-    fold 0, validation fold 1.
+    fold 0, validation fold 1. A model trained without validation speakers (``train audio
+    --no-validation``) heard every fold but its test fold: validation is None, and the test fold's
+    speakers are shared between fitting and testing (:func:`fitting_speakers`).
     """
     training = read_card(audio_model, "audio").data.get("training", {})
     if training.get("held_out_corpus"):
@@ -119,7 +121,28 @@ def voice_folds(audio_model: Path) -> tuple[int, int]:
                          "folds of speakers")
     test = training.get("test_fold")
     validation = training.get("validation_fold")
+    if training.get("no_validation"):
+        return int(test), None
     return (0 if test is None else int(test)), (1 if validation is None else int(validation))
+
+
+def validation_note(audio_model: Path) -> str:
+    """What the fitting pairs' voices were to the audio model, for the report."""
+    test, validation = voice_folds(audio_model)
+    if validation is None:
+        return (f"The audio model trained on every fold but {test} (no validation speakers), so fold {test}'s "
+                "speakers are shared: of each corpus, sorted, every other one fits and the rest test.")
+    return (f"The audio model used the fold {validation} speakers for early stopping (and its temperature), so "
+            "its validation predictions are slightly optimistic; weights fitted there may lean towards audio.")
+
+
+def fitting_speakers(speakers) -> set[str]:
+    """The half of ``speakers`` ("ravdess-03", "cremad-1006", …) that fits fusion when the audio model left
+    only one fold of speakers unheard: of each corpus, sorted, the first, third, fifth… The others test."""
+    by_corpus: dict[str, list[str]] = {}
+    for speaker in sorted(set(speakers)):
+        by_corpus.setdefault(speaker.split("-", 1)[0], []).append(speaker)
+    return {s for group in by_corpus.values() for s in group[::2]}
 
 
 def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path, audio_model: Path, cache: Path,
@@ -134,7 +157,7 @@ def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path,
     vm = am = None
     utterances = load_speech_corpus(*([speech] if isinstance(speech, (str, Path)) else speech))
     out = []
-    for split, fold in (("PublicTest", val_fold), ("PrivateTest", test_fold)):
+    for split, fold in (("PublicTest", test_fold if val_fold is None else val_fold), ("PrivateTest", test_fold)):
         x, yf = load_fer2013(fer, split, cache)
 
         def faces(x):
@@ -144,8 +167,13 @@ def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path,
 
         pv_all = _cached(cache, f"visual|{vsum}|{Path(fer).resolve()}|{split}", faces, x)
         items = [u for u in utterances if u.fold == fold]
+        half = ""
+        if val_fold is None:  # one unheard fold: half of its speakers fit, the other half test
+            fitting = fitting_speakers(u.speaker for u in items)
+            items = [u for u in items if (u.speaker in fitting) == (split == "PublicTest")]
+            half = ", the fitting half of its speakers" if split == "PublicTest" else ", the other half"
         if not items:
-            raise FileNotFoundError(f"{speech}: no utterances of speakers of fold {fold}")
+            raise FileNotFoundError(f"{speech}: no utterances of speakers of fold {fold}{half}")
 
         def voices(items):
             # Each utterance scored as analyze scores a file; no speech heard: no audio evidence (NaN).
@@ -164,7 +192,8 @@ def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path,
         y = np.array([_seven_class(u.label) for u in items])
         idx = pair_indices(yf, y, seed + fold)
         corpora = ", ".join(f"{NAMES.get(c, c)} {n}" for c, n in sorted(Counter(u.corpus for u in items).items()))
-        out.append(PairedPredictions(pv_all[idx], pa, y, f"fold {fold} voices ({corpora}) x FER2013 {split} faces"))
+        out.append(PairedPredictions(pv_all[idx], pa, y,
+                                     f"fold {fold} voices{half} ({corpora}) x FER2013 {split} faces"))
     return out[0], out[1]
 
 
@@ -245,16 +274,20 @@ def clip_labels(root: Path, seed: int, audio_model: Path | None = None) -> list[
                 split = r.get("split") or ("validation" if rng.random() < 0.5 else "test")
                 rows.append((path, _seven_class(r["label"].strip().lower()), split))
         return rows
-    folds = voice_folds(audio_model) if audio_model else (0, 1)
+    test, validation = voice_folds(audio_model) if audio_model else (0, 1)
+    fitting = fitting_speakers(f"ravdess-{a:02d}" for a in RAVDESS_FOLDS[test]) if validation is None else set()
     for path in sorted(root.rglob("*")):
         fields = parse_ravdess_name(path.name)
         if fields and fields["modality"] in ("01", "02") and path.suffix.lower() in (".mp4", ".mov", ".avi", ".mkv"):
             fold = ravdess_fold(fields["actor"])
-            if fold in folds:
-                rows.append((path, _seven_class(fields["emotion"]), "test" if fold == folds[0] else "validation"))
+            if validation is None and fold == test:
+                split = "validation" if f"ravdess-{fields['actor']:02d}" in fitting else "test"
+                rows.append((path, _seven_class(fields["emotion"]), split))
+            elif fold in (test, validation):
+                rows.append((path, _seven_class(fields["emotion"]), "test" if fold == test else "validation"))
     if not rows:
-        raise FileNotFoundError(f"{root}: no labelled clips (RAVDESS video names of folds {folds[0]} and "
-                                f"{folds[1]}, or manifest.csv)")
+        raise FileNotFoundError(f"{root}: no labelled clips (RAVDESS video names of folds {test} and "
+                                f"{test if validation is None else validation}, or manifest.csv)")
     return rows
 
 
@@ -445,9 +478,7 @@ def run_compare_fusion(args: CompareFusionConfig) -> dict:
         val, test = pseudo_pairs(args.fer, tuple(args.speech), args.visual_model, args.audio_model, cache, args.seed)
         notes = [f"Test pairs: {test.description}; validation pairs (all fitting): {val.description}.",
                  PSEUDO_NOTE,
-                 f"The audio model used the fold {voice_folds(args.audio_model)[1]} speakers for early stopping "
-                 "(and its temperature), so its validation predictions are slightly optimistic; weights fitted "
-                 "there may lean towards audio."]
+                 validation_note(args.audio_model)]
     else:
         raise InputError("compare-fusion needs --clips DIR, or --fer and --speech for pseudo-pairs, or "
                          "--loco-runs, --rafdb and --speech for never-heard pairs")
