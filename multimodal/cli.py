@@ -266,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the learning rate's cosine decay spans N epochs (default: --epochs); with "
                          "--no-validation, stop where the recipe's runs chose their epoch on the same schedule")
     ta.add_argument("--no-validation", action="store_true",
-                    help="train on the validation fold's speakers too, for exactly --epochs epochs (the learning "
-                         "rate anneals to zero); needs --temperature, as no held-out speakers are left to fit it on")
+                    help="train on the validation fold's speakers too, for exactly --epochs epochs (nothing is left "
+                         "to stop early on); needs --temperature, as no held-out speakers are left to fit it on")
     ta.add_argument("--temperature", type=_positive(float), default=ad.temperature, metavar="T",
                     help="with --no-validation: the calibration temperature the card records, chosen beforehand "
                          "(e.g. the median of the recipe's fold runs)")

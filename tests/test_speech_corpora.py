@@ -298,7 +298,7 @@ def test_training_without_validation_speakers_runs_every_epoch_and_records_the_g
     out = tmp_path / "run"
     assert main([*common, "--no-validation", "--temperature", "2.5", "--schedule-epochs", "6", "--out", str(out)]) == 0
     card = json.loads((out / "model.keras.json").read_text())
-    # the validation fold's speakers trained too: all twelve RAVDESS files (the run above trained on eight)
+    # the validation fold's speakers trained too: all twelve RAVDESS files (with validation: eight)
     assert card["training"]["training_utterances"] == {"ravdess": 12}
     assert card["training"]["no_validation"] and card["training"]["validation_fold"] is None
     # no early stopping without a validation set (patience 1 would otherwise allow a stop), the last epoch kept

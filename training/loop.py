@@ -80,8 +80,8 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
     validation : ``(x, y)`` arrays for early stopping, or ``{name: (x, y)}``
         for several validation sets; the selection metric ``val_accuracy`` is
         then the mean of their accuracies, so a small set counts as much as a
-        large one
-        ; None: nothing to select on, so every epoch runs and the last is "best"
+        large one; or None: nothing to select on, so every epoch runs and the
+        last is kept as the best
     deadline : a ``time.time()`` by which to stop: no epoch starts that the
         last one's duration says would end past it (the run can be resumed).
         The first two epochs always run: the first includes compiling the

@@ -307,7 +307,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
         model = cnn1d(feats.shape[-1], len(SPEECH_LABELS), mean, var, widths=cfg.widths,
                       utterance_norm=cfg.utterance_norm, pooling=cfg.pooling, utterance_mean=side)
         steps = int(np.ceil(len(x_train_all) / cfg.batch_size))
-        schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=(cfg.schedule_epochs or cfg.epochs) * steps)
+        schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate,
+                                                          decay_steps=(cfg.schedule_epochs or cfg.epochs) * steps)
         model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-3),
                       loss="categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
         return model
@@ -334,8 +335,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                 .map(lambda xb, tb: (tf.cast(xb, tf.float32), tb)).prefetch(2))
 
     y_val = np.eye(len(SPEECH_LABELS), dtype=np.float32)[y[va]]  # the intended emotions select
-    model, state = fit_resumable(build, train_data, None if cfg.no_validation else (x_val, y_val), out, epochs=cfg.epochs,
-                                 patience=cfg.patience, resume=cfg.resume, log=log)
+    model, state = fit_resumable(build, train_data, None if cfg.no_validation else (x_val, y_val), out,
+                                 epochs=cfg.epochs, patience=cfg.patience, resume=cfg.resume, log=log)
     model_path = out / "model.keras"
     export_model(out / "checkpoints" / "best.keras", model_path)
     card = dict(input={"shape": ["time", feats.shape[-1]], "dtype": "float32",
