@@ -43,10 +43,10 @@ from multimodal.fusion import ProductFusion, _entropy, _log_loss, make_strategy 
 from multimodal.speech import SpeechDetector  # noqa: E402
 from training.compare_fusion import (  # noqa: E402
     _seven_class,
-    fitting_speakers,
     pair_indices,
     paired_difference_ci,
     pseudo_pairs,
+    speaker_half,
     voice_folds,
 )
 from training.fer2013 import load_fer2013  # noqa: E402
@@ -74,8 +74,7 @@ def pair_evidence(pairs, fer: Path, ravdess: Path, split: str, fold: int, seed: 
     x, yf = load_fer2013(fer, split, cache)
     items = [u for u in load_ravdess(ravdess) if u.fold == fold]
     if halved:
-        fitting = fitting_speakers(u.speaker for u in items)
-        items = [u for u in items if (u.speaker in fitting) == (split == "PublicTest")]
+        items = speaker_half(items, fitting=split == "PublicTest")
     y = np.array([_seven_class(u.label) for u in items])
     if not np.array_equal(y, pairs.y):
         raise RuntimeError("the pairs do not match the RAVDESS fold; clear the cache")

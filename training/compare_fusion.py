@@ -145,6 +145,13 @@ def fitting_speakers(speakers) -> set[str]:
     return {s for group in by_corpus.values() for s in group[::2]}
 
 
+def speaker_half(items: list, fitting: bool) -> list:
+    """The utterances of ``items`` whose speakers are in the fitting half (:func:`fitting_speakers`), or
+    those in the other half."""
+    chosen = fitting_speakers(u.speaker for u in items)
+    return [u for u in items if (u.speaker in chosen) == fitting]
+
+
 def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path, audio_model: Path, cache: Path,
                  seed: int) -> tuple[PairedPredictions, PairedPredictions]:
     """Validation and test pseudo-pairs with both models' predictions (cached by model checksum).
@@ -169,8 +176,7 @@ def pseudo_pairs(fer: Path, speech: Path | tuple[Path, ...], visual_model: Path,
         items = [u for u in utterances if u.fold == fold]
         half = ""
         if val_fold is None:  # one unheard fold: half of its speakers fit, the other half test
-            fitting = fitting_speakers(u.speaker for u in items)
-            items = [u for u in items if (u.speaker in fitting) == (split == "PublicTest")]
+            items = speaker_half(items, fitting=split == "PublicTest")
             half = ", the fitting half of its speakers" if split == "PublicTest" else ", the other half"
         if not items:
             raise FileNotFoundError(f"{speech}: no utterances of speakers of fold {fold}{half}")
