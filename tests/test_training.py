@@ -330,6 +330,24 @@ def test_train_and_evaluate_audio(ravdess_dir, tmp_path, capsys):
     assert cache[0].stat().st_mtime_ns == stamp  # evaluation did not touch the training cache
 
 
+def test_training_rows_cut_the_windows_a_copy_would(tmp_path):
+    """Reading the training rows from the memory-mapped cache gives the windows copying them did."""
+    from training.train_audio import TrainingRows, random_windows
+    feats = np.random.default_rng(0).standard_normal((9, 3, 40, 5)).astype(np.float16)
+    np.save(tmp_path / "cache.npy", feats)
+    mapped = np.load(tmp_path / "cache.npy", mmap_mode="r")
+    tr = np.array([0, 2, 3, 7])
+    rows, copied = TrainingRows(mapped, tr), feats[tr].reshape(-1, 40, 5)
+    assert len(rows) == len(copied) == 12 and rows.shape == copied.shape
+    for i in range(len(copied)):
+        np.testing.assert_array_equal(rows[i, :], copied[i])
+    np.testing.assert_array_equal(random_windows(rows, 10, np.random.default_rng(1)),
+                                  random_windows(copied, 10, np.random.default_rng(1)))
+    drawn = np.array([5, 5, 0, 11, 3])
+    np.testing.assert_array_equal(random_windows(rows, 10, np.random.default_rng(2), drawn),
+                                  random_windows(copied[drawn], 10, np.random.default_rng(2)))
+
+
 def test_feature_cache_is_reused(ravdess_dir, tmp_path, monkeypatch):
     from multimodal.config import AudioFeatureConfig
     from training import train_audio as ta

@@ -147,10 +147,35 @@ def centre_window(x: np.ndarray, frames: int) -> np.ndarray:
     return x[:, start:start + frames]
 
 
-def random_windows(x: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
-    """One random ``frames``-long crop per item of a (n, time, features) array."""
-    starts = rng.integers(0, x.shape[1] - frames + 1, size=len(x))
-    return np.stack([x[i, s:s + frames] for i, s in enumerate(starts)])
+def random_windows(x: np.ndarray | TrainingRows, frames: int, rng: np.random.Generator,
+                   rows: np.ndarray | None = None) -> np.ndarray:
+    """One random ``frames``-long crop per item of a (n, time, features) array (of ``rows`` only, if given).
+
+    ``x`` may be any object indexed as ``x[i, start:stop]`` with a ``shape``, such as :class:`TrainingRows`.
+    """
+    rows = np.arange(len(x)) if rows is None else rows
+    starts = rng.integers(0, x.shape[1] - frames + 1, size=len(rows))
+    return np.stack([x[i, s:s + frames] for i, s in zip(rows, starts)])
+
+
+class TrainingRows:
+    """Every augmented copy of the training items, as rows of a (n, time, features) array, read when used.
+
+    Indexing the feature array with the training items (``feats[tr]``) would copy them all into memory
+    (3 GB for the four corpora); the feature cache is memory-mapped, so this keeps one copy in the page
+    cache, shared by runs that share the cache, and only the cut windows in each run's own memory.
+    """
+
+    def __init__(self, feats: np.ndarray, items: np.ndarray):
+        self.feats, self.items, self.copies = feats, items, feats.shape[1]
+        self.shape = (len(items) * self.copies, *feats.shape[2:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: tuple[int, slice]) -> np.ndarray:
+        row, time = key
+        return self.feats[self.items[row // self.copies], row % self.copies, time]
 
 
 def mask_windows(x: np.ndarray, fill: np.ndarray, rng: np.random.Generator, time_masks: int,
@@ -291,11 +316,12 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     feats = compute_features(items, cfg.features, cfg.augment, cfg.seed, cfg.cache_dir or out / "cache")
     y = np.array([SPEECH_LABELS.index(u.label) for u in items])
     frames = window_frames(cfg.features)
-    x_train_all = feats[tr].reshape(-1, *feats.shape[2:])  # every copy of every training item
+    x_train_all = TrainingRows(feats, tr)  # every copy of every training item
     y_train_all = np.repeat(y[tr], feats.shape[1])
     t_train_all = np.repeat(crowd_targets([items[i] for i in tr], cfg.crowd_targets), feats.shape[1], axis=0)
     x_val = centre_window(feats[va, 0], frames).astype(np.float32)
-    sample = x_train_all[:: max(1, len(x_train_all) // 2000)].astype(np.float32)
+    sample = np.stack([x_train_all[i, :] for i in range(0, len(x_train_all), max(1, len(x_train_all) // 2000))]
+                      ).astype(np.float32)
     fill = sample.mean(axis=(0, 1))  # what a masked frame becomes: the mean frame
     utterance_means = sample.mean(axis=1)
     if cfg.utterance_norm:
@@ -319,7 +345,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
         rng = np.random.default_rng([cfg.seed, epoch])
         if cfg.balance:
             rows = balanced_draw(corpus_all, y_train_all, len(y_train_all), rng)
-            x, t = random_windows(x_train_all[rows], frames, rng), t_train_all[rows]
+            x, t = random_windows(x_train_all, frames, rng, rows), t_train_all[rows]
         else:
             x, t = random_windows(x_train_all, frames, rng), t_train_all
         if cfg.time_masks or cfg.coefficient_masks:
