@@ -51,6 +51,16 @@ def _fraction(text):
 _fraction.__name__ = "float"  # argparse names it in "invalid float value: 'abc'"
 
 
+def _semitones(text):
+    value = float(text)
+    if not 0 <= value <= 12:  # beyond an octave the voice is no longer a person's
+        raise argparse.ArgumentTypeError(f"must be between 0 and 12, got {text}")
+    return value
+
+
+_semitones.__name__ = "float"
+
+
 ANALYZE_EPILOG = """\
 examples:
   multimodal analyze talk.mp4 -o results            one video: results/talk/
@@ -243,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--mixup", type=_fraction, default=ad.mixup, metavar="ALPHA",
                     help="blend each training window and its target with another's, weights drawn from "
                          "Beta(ALPHA, ALPHA) (0 to 1, 0.2 to 0.4 is usual; default %(default)s: off)")
+    ta.add_argument("--spectral-warp", type=_semitones, default=ad.spectral_warp, metavar="SEMITONES",
+                    help="move each training window's spectral envelope (its formants) up or down by up to "
+                         "SEMITONES, drawn anew every epoch, as a shorter or longer vocal tract would "
+                         "(vocal tract length perturbation; default %(default)s: off)")
     ta.add_argument("--reverb", type=_fraction, default=ad.augment.reverb, metavar="P",
                     help="chance that an augmented copy is played in a synthetic room (reverberation time "
                          "0.2-0.8 s; default %(default)s)")

@@ -121,6 +121,57 @@ def test_masks_cover_spans_and_the_same_band_in_every_block():
         assert not (w & ~rows[:, None] & ~cols[None, :]).any()  # nothing else touched
 
 
+def _vowel(formants, f0=140.0, seconds=1.0, sr=16000):
+    """A steady voiced sound: harmonics of ``f0`` (Hz) shaped by resonances at ``formants`` (Hz)."""
+    t = np.arange(int(seconds * sr)) / sr
+    y = np.zeros_like(t)
+    for h in range(1, int(7600 / f0)):
+        amp = sum(np.exp(-0.5 * ((h * f0 - f) / 90) ** 2) for f in formants) + 0.01
+        y += amp * np.sin(2 * np.pi * h * f0 * t + h)
+    return 0.1 * y / np.abs(y).max()
+
+
+def test_spectral_warp_moves_the_formants_as_a_shorter_vocal_tract_would():
+    from multimodal.audio import mfcc_features
+    from training.train_audio import warp_matrices
+    feat = AudioFeatureConfig(deltas=False)
+    formants = np.array([700.0, 1220.0, 2600.0])
+
+    def distance(a, b):  # mean over frames of the Euclidean distance, level (c0) aside
+        return np.sqrt(((a[:, 1:] - b[:, 1:]) ** 2).sum(axis=1)).mean()
+
+    for semitones in (3.0, -2.0):
+        factor = 2 ** (semitones / 12)
+        before = mfcc_features(_vowel(formants), feat)
+        target = mfcc_features(_vowel(formants * factor), feat)  # the same pitch, the formants moved
+        _, towards = warp_matrices(factor, feat.n_mfcc, feat.n_mels, feat.sample_rate)
+        _, away = warp_matrices(1 / factor, feat.n_mfcc, feat.n_mels, feat.sample_rate)
+        assert distance(before @ towards.T, target) < 0.4 * distance(before, target)
+        assert distance(before @ away.T, target) > distance(before, target)
+
+
+def test_spectral_warp_moves_mfccs_deltas_and_log_mel_alike_and_leaves_pitch_alone():
+    from training.train_audio import spectral_warp, warp_matrices
+    feat = AudioFeatureConfig(log_mel=True, pitch=True)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 50, 187)).astype(np.float32)
+    warped = spectral_warp(x.copy(), np.random.default_rng(3), 2.0, feat, steps=5)
+    np.testing.assert_array_equal(warped[:, :, 184:], x[:, :, 184:])
+    unchanged = 0
+    for before, after in zip(x, warped):
+        if np.array_equal(before, after):  # drew the middle step: no shift
+            unchanged += 1
+            continue
+        # Which of the five shifts was drawn: the one whose map gives this window's MFCCs.
+        maps = [warp_matrices(2 ** (s / 12), 40, 64, 16000) for s in (-2.0, -1.0, 1.0, 2.0)]
+        errors = [np.abs(before[:, :40] @ m.T - after[:, :40]).max() for _, m in maps]
+        mel_map, mfcc_map = maps[int(np.argmin(errors))]
+        for block in (slice(0, 40), slice(40, 80), slice(80, 120)):
+            np.testing.assert_allclose(after[:, block], before[:, block] @ mfcc_map.T, atol=1e-4)
+        np.testing.assert_allclose(after[:, 120:184], before[:, 120:184] @ mel_map.T, atol=1e-4)
+    assert 0 < unchanged < len(x)
+
+
 def test_masks_take_a_band_of_log_mel_with_each_band_of_mfccs_and_leave_pitch_alone():
     from training.train_audio import mask_windows
     rng = np.random.default_rng(1)
@@ -261,7 +312,7 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
                  "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--utterance-norm",
-                 "--crowd-targets", "0.5", "--mixup", "0.3", "--reverb", "0.5", "--channel", "0.5", "--epochs", "1",
+                 "--crowd-targets", "0.5", "--mixup", "0.3", "--spectral-warp", "1.5", "--reverb", "0.5", "--channel", "0.5", "--epochs", "1",
                  "--pooling", "attention", "--widths", "4", "8", "8", "8",
                  "--cache-dir", str(tmp_path / "shared-cache"),
                  "--out", str(out)]) == 0
@@ -274,6 +325,7 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     assert card["training"]["training_utterances"] == {"ravdess": 8}
     assert card["training"]["masks"] == {"time": 2, "coefficients": 1} and card["training"]["utterance_norm"]
     assert card["training"]["crowd_targets"] == 0.5 and card["training"]["mixup"] == 0.3
+    assert card["training"]["spectral_warp_semitones"] == 1.5
     assert card["training"]["pooling"] == "attention" and card["training"]["widths"] == [4, 8, 8, 8]
     assert card["training"]["augmentation"]["reverb"] == 0.5 and card["training"]["augmentation"]["channel"] == 0.5
     # The network ignores a constant added to every frame of a feature (a microphone's colouring).

@@ -211,6 +211,63 @@ def mask_windows(x: np.ndarray, fill: np.ndarray, rng: np.random.Generator, time
     return x
 
 
+def warp_matrices(factor: float, n_mfcc: int, n_mels: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linear maps that move a frame's spectral envelope up or down in frequency by ``factor``.
+
+    Band ``i`` of the warped log-mel spectrum reads the original at ``f_i / factor`` (``f_i``: the band's
+    centre frequency, Hz; linear interpolation between bands, the edge bands beyond the range), so
+    what was at ``f`` Hz moves to ``factor * f``, as the formants of a shorter (``factor > 1``) or longer
+    vocal tract would. The MFCC map goes through the smoothed log-mel spectrum the ``n_mfcc`` kept
+    coefficients describe: DCT · warp · inverse DCT, the DCT being ``librosa.feature.mfcc``'s
+    (type 2, orthonormal).
+
+    Returns
+    -------
+    mel_map : (n_mels, n_mels) array, to apply as ``log_mel_frames @ mel_map.T``
+    mfcc_map : (n_mfcc, n_mfcc) array, to apply as ``mfcc_frames @ mfcc_map.T``; the same map holds
+        for the deltas, which are linear in the MFCCs over time
+    """
+    import librosa
+    import scipy.fft
+    centres = librosa.mel_frequencies(n_mels + 2, fmin=0.0, fmax=sample_rate / 2)[1:-1]
+    source = np.interp(centres / factor, centres, np.arange(n_mels, dtype=float))
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, n_mels - 1)
+    mel_map = np.zeros((n_mels, n_mels))
+    np.add.at(mel_map, (np.arange(n_mels), low), 1 - (source - low))
+    np.add.at(mel_map, (np.arange(n_mels), high), source - low)
+    dct = scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc]
+    return mel_map, dct @ mel_map @ dct.T
+
+
+def spectral_warp(x: np.ndarray, rng: np.random.Generator, semitones: float, feat: AudioFeatureConfig,
+                  steps: int = 13) -> np.ndarray:
+    """Vocal tract length perturbation of training windows, in place, in the features' own domain.
+
+    Each window of ``x`` (n, frames, features; the layout of :func:`multimodal.audio.mfcc_features`)
+    gets its spectral envelope moved by a factor ``2 ** (s / 12)``, ``s`` drawn from ``steps`` values
+    evenly spread over ``[-semitones, semitones]`` (:func:`warp_matrices`): the MFCC blocks and the
+    log-mel channels move, the pitch channels do not (the voice's pitch is another lever). The cached
+    copies' speed perturbation moves envelope, pitch and tempo together, once per copy; this draws anew
+    every epoch. Returns ``x``.
+    """
+    blocks = 3 if feat.deltas else 1
+    shifts = np.linspace(-semitones, semitones, steps)
+    drawn = rng.integers(0, steps, size=len(x))
+    for k, s in enumerate(shifts):
+        rows = np.flatnonzero(drawn == k)
+        if s == 0 or rows.size == 0:
+            continue
+        mel_map, mfcc_map = warp_matrices(2 ** (s / 12), feat.n_mfcc, feat.n_mels, feat.sample_rate)
+        for b in range(blocks):
+            cols = slice(b * feat.n_mfcc, (b + 1) * feat.n_mfcc)
+            x[rows, :, cols] = x[rows, :, cols] @ mfcc_map.T.astype(np.float32)
+        if feat.log_mel:
+            cols = slice(blocks * feat.n_mfcc, blocks * feat.n_mfcc + feat.n_mels)
+            x[rows, :, cols] = x[rows, :, cols] @ mel_map.T.astype(np.float32)
+    return x
+
+
 def mixup(x: np.ndarray, t: np.ndarray, alpha: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Mixup: each window and its target blended with another's.
 
@@ -348,6 +405,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
             x, t = random_windows(x_train_all, frames, rng, rows), t_train_all[rows]
         else:
             x, t = random_windows(x_train_all, frames, rng), t_train_all
+        if cfg.spectral_warp:
+            spectral_warp(x, rng, cfg.spectral_warp, cfg.features)
         if cfg.time_masks or cfg.coefficient_masks:
             mask_windows(x, fill, rng, cfg.time_masks, cfg.coefficient_masks, cfg.features.n_mfcc,
                          blocks=3 if cfg.features.deltas else 1, n_mels=cfg.features.n_mels * cfg.features.log_mel)
@@ -381,7 +440,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "masks": {"time": cfg.time_masks, "coefficients": cfg.coefficient_masks},
                           "utterance_norm": cfg.utterance_norm, "utterance_mean": cfg.utterance_mean,
                           "crowd_targets": cfg.crowd_targets,
-                          "mixup": cfg.mixup, "pooling": cfg.pooling, "widths": list(cfg.widths),
+                          "mixup": cfg.mixup, "spectral_warp_semitones": cfg.spectral_warp, "pooling": cfg.pooling, "widths": list(cfg.widths),
                           "validation_fold": None if cfg.no_validation else val_fold,
                           "no_validation": cfg.no_validation, "schedule_epochs": cfg.schedule_epochs or cfg.epochs,
                           "epochs_run": state.epoch, "best_epoch": state.best_epoch,
