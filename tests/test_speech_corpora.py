@@ -157,13 +157,13 @@ def test_spectral_warp_moves_mfccs_deltas_and_log_mel_alike_and_leaves_pitch_alo
     x = rng.normal(size=(40, 50, 187)).astype(np.float32)
     warped = spectral_warp(x.copy(), np.random.default_rng(3), 2.0, feat, steps=5)
     np.testing.assert_array_equal(warped[:, :, 184:], x[:, :, 184:])
+    maps = [warp_matrices(2 ** (s / 12), 40, 64, 16000) for s in (-2.0, -1.0, 1.0, 2.0)]
     unchanged = 0
     for before, after in zip(x, warped):
         if np.array_equal(before, after):  # drew the middle step: no shift
             unchanged += 1
             continue
-        # Which of the five shifts was drawn: the one whose map gives this window's MFCCs.
-        maps = [warp_matrices(2 ** (s / 12), 40, 64, 16000) for s in (-2.0, -1.0, 1.0, 2.0)]
+        # Which of the four shifts was drawn: the one whose map gives this window's MFCCs.
         errors = [np.abs(before[:, :40] @ m.T - after[:, :40]).max() for _, m in maps]
         mel_map, mfcc_map = maps[int(np.argmin(errors))]
         for block in (slice(0, 40), slice(40, 80), slice(80, 120)):
@@ -312,7 +312,8 @@ def test_train_audio_leaving_one_corpus_out(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "audio", "--data", str(root), "--hold-out-corpus", "emodb", "--val-fold", "0",
                  "--balance", "--time-masks", "2", "--coefficient-masks", "1", "--utterance-norm",
-                 "--crowd-targets", "0.5", "--mixup", "0.3", "--spectral-warp", "1.5", "--reverb", "0.5", "--channel", "0.5", "--epochs", "1",
+                 "--crowd-targets", "0.5", "--mixup", "0.3", "--spectral-warp", "1.5", "--reverb", "0.5",
+                 "--channel", "0.5", "--epochs", "1",
                  "--pooling", "attention", "--widths", "4", "8", "8", "8",
                  "--cache-dir", str(tmp_path / "shared-cache"),
                  "--out", str(out)]) == 0

@@ -215,11 +215,11 @@ def warp_matrices(factor: float, n_mfcc: int, n_mels: int, sample_rate: int) -> 
     """Linear maps that move a frame's spectral envelope up or down in frequency by ``factor``.
 
     Band ``i`` of the warped log-mel spectrum reads the original at ``f_i / factor`` (``f_i``: the band's
-    centre frequency, Hz; linear interpolation between bands, the edge bands beyond the range), so
-    what was at ``f`` Hz moves to ``factor * f``, as the formants of a shorter (``factor > 1``) or longer
-    vocal tract would. The MFCC map goes through the smoothed log-mel spectrum the ``n_mfcc`` kept
-    coefficients describe: DCT · warp · inverse DCT, the DCT being ``librosa.feature.mfcc``'s
-    (type 2, orthonormal).
+    centre frequency, Hz; linear interpolation between bands; below the first centre or above the last,
+    that band), so what was at ``f`` Hz moves to ``factor * f``, as the formants of a shorter
+    (``factor > 1``) or longer vocal tract would. The MFCC map goes through the smoothed log-mel
+    spectrum the ``n_mfcc`` kept coefficients describe: DCT · warp · inverse DCT, the DCT being
+    ``librosa.feature.mfcc``'s (type 2, orthonormal).
 
     Returns
     -------
@@ -440,7 +440,8 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "masks": {"time": cfg.time_masks, "coefficients": cfg.coefficient_masks},
                           "utterance_norm": cfg.utterance_norm, "utterance_mean": cfg.utterance_mean,
                           "crowd_targets": cfg.crowd_targets,
-                          "mixup": cfg.mixup, "spectral_warp_semitones": cfg.spectral_warp, "pooling": cfg.pooling, "widths": list(cfg.widths),
+                          "mixup": cfg.mixup, "spectral_warp_semitones": cfg.spectral_warp,
+                          "pooling": cfg.pooling, "widths": list(cfg.widths),
                           "validation_fold": None if cfg.no_validation else val_fold,
                           "no_validation": cfg.no_validation, "schedule_epochs": cfg.schedule_epochs or cfg.epochs,
                           "epochs_run": state.epoch, "best_epoch": state.best_epoch,
