@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--spectral-warp", type=_semitones, default=ad.spectral_warp, metavar="SEMITONES",
                     help="move each training window's spectral envelope (its formants) up or down by up to "
                          "SEMITONES, drawn anew every epoch, as a shorter or longer vocal tract would "
-                         "(vocal tract length perturbation; default %(default)s: off)")
+                         "(vocal tract length perturbation; default %(default)s, the shipped model's recipe; 0: off)")
     ta.add_argument("--reverb", type=_fraction, default=ad.augment.reverb, metavar="P",
                     help="chance that an augmented copy is played in a synthetic room (reverberation time "
                          "0.2-0.8 s; default %(default)s)")

@@ -97,7 +97,7 @@ class AudioTrainConfig:
     utterance_mean: bool = False  # ... and gets those means back by a narrow side path (needs utterance_norm)
     crowd_targets: float = 0.0  # share of a target moved to the emotion CREMA-D's listeners heard, x their agreement
     mixup: float = 0.0  # alpha of the Beta distribution of mixup's weights; 0 = no mixup
-    spectral_warp: float = 0.0  # semitones: each window's spectral envelope moved by up to this much; 0 = off
+    spectral_warp: float = 3.0  # semitones: each window's spectral envelope moved by up to this much; 0 = off
     pooling: str = "avgmax"  # one of POOLINGS
     widths: tuple[int, ...] = (128, 256, 256, 512)  # filters of the four stages; 64 128 128 256 before
     # Train on the validation fold's speakers too, for exactly `epochs` epochs (nothing is left to select
