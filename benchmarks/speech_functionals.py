@@ -30,15 +30,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from speech_ensemble import SPLITS, scores  # run as a script: its folder is on the path
 
 from multimodal.audio import AudioModel, apply_temperature, fit_temperature, load_audio, normalize_level
-from multimodal.config import EMOTIONS, AudioFeatureConfig
-from training.evaluate import recording_probabilities, seven_classes
-from training.metrics import classification_metrics
+from multimodal.config import AudioFeatureConfig
+from training.evaluate import recording_probabilities
 from training.speech_datasets import SPEECH_LABELS, load_speech_corpus
 from training.train_audio import split_indices
 
-SPLITS = [f"fold{k}" for k in range(5)] + [f"loco_{c}" for c in ("ravdess", "cremad", "tess", "emodb")]
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
@@ -151,14 +150,6 @@ class StatisticsClassifier:
 
     def predict_proba(self, x) -> np.ndarray:
         return apply_temperature(self._full(self.model_, x), self.temperature_)
-
-
-def scores(corpus: str, y: np.ndarray, p: np.ndarray) -> dict:
-    if corpus == "ravdess":
-        m = classification_metrics(y, p, SPEECH_LABELS)
-    else:
-        m = classification_metrics(*seven_classes(y, p), EMOTIONS)
-    return {"n": m["n"], "accuracy": round(m["accuracy"], 4), "uar": round(m["uar"], 4), "ece": round(m["ece"], 4)}
 
 
 def geometric(p: np.ndarray, q: np.ndarray, w: float) -> np.ndarray:
