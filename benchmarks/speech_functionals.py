@@ -160,7 +160,7 @@ def geometric(p: np.ndarray, q: np.ndarray, w: float) -> np.ndarray:
 
 def cnn_distributions(model_path: Path, items: list, cache: Path, tag: str) -> np.ndarray:
     """The speech model's calibrated recording distributions (len(items), 8), as analyze scores a file."""
-    store = cache / f"cnn-{tag}.npz"
+    store = cache / f"cnn-{model_path.stem}-{tag}.npz"  # one file per model and split
     if store.exists():
         return np.load(store)["p"]
     model = AudioModel(model_path)
