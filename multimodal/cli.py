@@ -257,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="move each training window's spectral envelope (its formants) up or down by up to "
                          "SEMITONES, drawn anew every epoch, as a shorter or longer vocal tract would "
                          "(vocal tract length perturbation; default %(default)s, the shipped model's recipe; 0: off)")
+    ta.add_argument("--corpus-adversary", type=_fraction, default=ad.corpus_adversary, metavar="STRENGTH",
+                    help="domain-adversarial training: a classifier of the training corpora reads the pooled "
+                         "features through a gradient reversal of this strength, so the network learns features "
+                         "by which the corpora look alike (0 to 1; default %(default)s: off); the model file "
+                         "keeps the emotion output only")
     ta.add_argument("--reverb", type=_fraction, default=ad.augment.reverb, metavar="P",
                     help="chance that an augmented copy is played in a synthetic room (reverberation time "
                          "0.2-0.8 s; default %(default)s)")

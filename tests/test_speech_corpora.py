@@ -373,6 +373,27 @@ def test_utterance_mean_implies_utterance_norm_and_is_recorded(tmp_path):
     assert AudioModel(out / "model.keras").model.get_layer("utterance_mean").units == 16
 
 
+def test_corpus_adversary_trains_two_heads_and_ships_the_emotion_alone(tmp_path, capsys):
+    from multimodal.cli import main
+    root = _tiny_corpora(tmp_path / "data")
+    common = ["train", "audio", "--data", str(root), "--widths", "4", "8", "8", "8", "--epochs", "2",
+              "--corpus-adversary", "0.3"]
+    # RAVDESS's fold 0 and EmoDB's speakers train; RAVDESS's fold 2 selects, fold 1 is the test
+    out = tmp_path / "run"
+    assert main([*common, "--test-fold", "1", "--val-fold", "2", "--out", str(out)]) == 0
+    card = json.loads((out / "model.keras.json").read_text())
+    assert card["training"]["corpus_adversary"] == 0.3
+    assert card["training"]["training_utterances"] == {"ravdess": 4, "emodb": 8}
+    log = (out / "train.log").read_text()
+    assert "val_accuracy=" in log and "corpus_loss=" in log  # selected on the emotion; the corpus head trained
+    model = AudioModel(out / "model.keras")
+    assert len(model.model.outputs) == 1 and model.model.outputs[0].shape[-1] == len(SPEECH_LABELS)
+    assert "corpus" not in {layer.name for layer in model.model.layers}
+    # with one training corpus there is nothing to tell apart
+    assert main([*common, "--hold-out-corpus", "emodb", "--val-fold", "0", "--out", str(tmp_path / "one")]) != 0
+    assert "at least two training corpora" in capsys.readouterr().err
+
+
 def test_added_channels_are_trained_recorded_and_computed_by_analyze(tiny_models, tmp_path):
     """``--log-mel --pitch``: the card asks for both, the network takes 120 + 64 + 3 features, each
     option's cache is its own, and ``analyze`` computes the same features from the card."""

@@ -88,6 +88,24 @@ def attentive_statistics(x, hidden: int = 64):
     return layers.Concatenate()([mean, std])
 
 
+def with_corpus_adversary(model: keras.Model, n_corpora: int, strength: float, hidden: int = 64) -> keras.Model:
+    """``model`` with a second output, ``"corpus"``: which of ``n_corpora`` training corpora the input came from,
+    read from the features the emotion classifier reads through a gradient reversal.
+
+    Domain-adversarial training: the corpus classifier learns to tell the corpora apart, while the gradient
+    it sends back into the network is multiplied by ``-strength``, so the convolutions learn features by
+    which the corpora look alike and only the emotion stays. The reversal is
+    ``stop_gradient((1 + s) z) - s z``: ``z`` forward, ``-s`` backward, from plain ``keras.ops`` so that the
+    saved model loads in safe mode. Returns a model with outputs ``{"emotion", "corpus"}`` sharing every layer
+    of ``model``; the emotion output alone is what ships.
+    """
+    pooled = model.get_layer("emotion").input
+    reversed_ = keras.ops.stop_gradient((1.0 + strength) * pooled) - strength * pooled
+    h = layers.Dense(hidden, activation="relu", name="corpus_hidden")(reversed_)
+    corpus = layers.Dense(n_corpora, activation="softmax", name="corpus")(h)
+    return keras.Model(model.inputs, {"emotion": model.outputs[0], "corpus": corpus}, name=f"{model.name}_adversarial")
+
+
 def with_pooled_features(model: keras.Model) -> keras.Model:
     """``model`` with two outputs: the pooled features its classifier reads, shape (batch, channels),
     and its softmax. For measuring how far a recording lies from those the model trained on."""

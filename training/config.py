@@ -99,6 +99,9 @@ class AudioTrainConfig:
     mixup: float = 0.0  # alpha of the Beta distribution of mixup's weights; 0 = no mixup
     spectral_warp: float = 3.0  # semitones: each window's spectral envelope moved by up to this much; 0 = off
     pooling: str = "avgmax"  # one of POOLINGS
+    # Strength of the gradient reversal from a classifier of the training corpora on the pooled features
+    # (domain-adversarial training: the network is pushed to forget which corpus a voice came from); 0 = off.
+    corpus_adversary: float = 0.0
     widths: tuple[int, ...] = (128, 256, 256, 512)  # filters of the four stages; 64 128 128 256 before
     # Train on the validation fold's speakers too, for exactly `epochs` epochs (nothing is left to select
     # on); the card then records `temperature`, chosen beforehand, e.g. from the recipe's fold runs.

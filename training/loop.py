@@ -53,13 +53,17 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
         model.save(tmp)
 
 
-def export_model(source: Path, target: Path) -> None:
+def export_model(source: Path, target: Path, output: str | None = None) -> None:
     """Write ``source`` to ``target`` without optimizer state: the file that ships.
 
+    With ``output``, the name of a layer, only the part of the network that
+    computes that layer's output is kept (a training model's other heads go).
     Any card beside ``target`` described the previous file, so it is removed;
     the caller writes the new one.
     """
     model = keras.saving.load_model(source, compile=False, safe_mode=True)
+    if output is not None:
+        model = keras.Model(model.inputs, model.get_layer(output).output, name=model.name)
     card_path(target).unlink(missing_ok=True)
     save_model_atomic(model, target)
 
@@ -68,7 +72,7 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
                   validation: tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]] | None,
                   out_dir: Path, *, epochs: int,
                   patience: int, resume: bool, log: logging.Logger,
-                  deadline: float | None = None) -> tuple[keras.Model, RunState]:
+                  deadline: float | None = None, select: str = "accuracy") -> tuple[keras.Model, RunState]:
     """Train epoch by epoch with checkpoints and early stopping on validation accuracy.
 
     Parameters
@@ -86,6 +90,8 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
         last one's duration says would end past it (the run can be resumed).
         The first two epochs always run: the first includes compiling the
         model, so only the second times an epoch
+    select : the evaluated metric that selects (``"emotion_accuracy"`` for a
+        model with several outputs); logged as ``val_accuracy``
     Returns the best model (by validation accuracy) and the final state.
     """
     ckpt = out_dir / "checkpoints"
@@ -112,6 +118,7 @@ def fit_resumable(build: Callable[[], keras.Model], train_data: Callable[[int], 
         val = {}
         for name, (x_val, y_val) in sets.items():
             scores = model.evaluate(x_val, y_val, batch_size=256, verbose=0, return_dict=True)
+            scores["accuracy"] = scores[select]
             val.update({f"val_{name + '_' if name else ''}{k}": float(v) for k, v in scores.items()})
         if sets and "" not in sets:
             val["val_accuracy"] = float(np.mean([val[f"val_{name}_accuracy"] for name in sets]))

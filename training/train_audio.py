@@ -25,7 +25,7 @@ from multimodal.atomic import atomic_path, write_text_atomic
 from multimodal.audio import center_crop_or_pad, load_audio, mfcc_features
 from multimodal.config import AudioFeatureConfig
 from multimodal.models import write_card
-from training.audio_models import cnn1d
+from training.audio_models import cnn1d, with_corpus_adversary
 from training.calibrate import calibrate_audio_model
 from training.config import AudioTrainConfig, AugmentConfig
 from training.evaluate import evaluate_recordings
@@ -386,17 +386,33 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     mean, var = sample.mean(axis=(0, 1)), sample.var(axis=(0, 1))
     side = (utterance_means.mean(axis=0), utterance_means.var(axis=0)) if cfg.utterance_mean else None
 
+    adversary = cfg.corpus_adversary > 0
+    train_corpora = sorted({items[i].corpus for i in tr})
+    if adversary and len(train_corpora) < 2:
+        raise ValueError("--corpus-adversary needs at least two training corpora")
+
     def build():
         model = cnn1d(feats.shape[-1], len(SPEECH_LABELS), mean, var, widths=cfg.widths,
                       utterance_norm=cfg.utterance_norm, pooling=cfg.pooling, utterance_mean=side)
         steps = int(np.ceil(len(x_train_all) / cfg.batch_size))
         schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate,
                                                           decay_steps=(cfg.schedule_epochs or cfg.epochs) * steps)
-        model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-3),
-                      loss="categorical_crossentropy", metrics=["accuracy"], jit_compile=False)
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-3)
+        if adversary:
+            model = with_corpus_adversary(model, len(train_corpora), cfg.corpus_adversary)
+            model.compile(optimizer=optimizer, loss={"emotion": "categorical_crossentropy",
+                                                     "corpus": "categorical_crossentropy"},
+                          metrics={"emotion": ["accuracy"]}, jit_compile=False)
+        else:
+            model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
+                          jit_compile=False)
         return model
 
     corpus_all = np.repeat(np.array([items[i].corpus for i in tr]), feats.shape[1])
+    if adversary:  # the corpus targets ride beside the emotion's, so that sampling and mixup treat both alike
+        corpus_onehot = np.eye(len(train_corpora), dtype=np.float32)[
+            np.searchsorted(train_corpora, corpus_all)]
+        t_train_all = np.concatenate([t_train_all, corpus_onehot], axis=1)
 
     def train_data(epoch: int):
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -416,14 +432,20 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
         # count only), applied here: a shuffle buffer would hold another copy of the windows.
         order = next(iter(tf.data.Dataset.range(len(x)).shuffle(len(x), seed=cfg.seed + epoch).batch(len(x)))).numpy()
         x, t = x[order], t[order]
+        if adversary:
+            t = {"emotion": t[:, :len(SPEECH_LABELS)], "corpus": t[:, len(SPEECH_LABELS):]}
         return (tf.data.Dataset.from_tensor_slices((x, t)).batch(cfg.batch_size)
                 .map(lambda xb, tb: (tf.cast(xb, tf.float32), tb)).prefetch(2))
 
     y_val = np.eye(len(SPEECH_LABELS), dtype=np.float32)[y[va]]  # the intended emotions select
-    model, state = fit_resumable(build, train_data, None if cfg.no_validation else (x_val, y_val), out,
-                                 epochs=cfg.epochs, patience=cfg.patience, resume=cfg.resume, log=log)
+    validation = None if cfg.no_validation else (x_val, y_val)
+    if adversary and validation is not None:  # validation corpora are training corpora (other speakers)
+        validation = (x_val, {"emotion": y_val, "corpus": np.eye(len(train_corpora), dtype=np.float32)[
+            np.searchsorted(train_corpora, [items[i].corpus for i in va])]})
+    model, state = fit_resumable(build, train_data, validation, out, epochs=cfg.epochs, patience=cfg.patience,
+                                 resume=cfg.resume, log=log, select="emotion_accuracy" if adversary else "accuracy")
     model_path = out / "model.keras"
-    export_model(out / "checkpoints" / "best.keras", model_path)
+    export_model(out / "checkpoints" / "best.keras", model_path, output="emotion" if adversary else None)
     card = dict(input={"shape": ["time", feats.shape[-1]], "dtype": "float32",
                        "description": "MFCC + deltas + delta-deltas, one row per hop; the network pools over time"},
                 preprocessing="mono 16 kHz float waveform -> multimodal.audio.mfcc_features(features) "
@@ -442,6 +464,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
                           "crowd_targets": cfg.crowd_targets,
                           "mixup": cfg.mixup, "spectral_warp_semitones": cfg.spectral_warp,
                           "pooling": cfg.pooling, "widths": list(cfg.widths),
+                          "corpus_adversary": cfg.corpus_adversary,
                           "validation_fold": None if cfg.no_validation else val_fold,
                           "no_validation": cfg.no_validation, "schedule_epochs": cfg.schedule_epochs or cfg.epochs,
                           "epochs_run": state.epoch, "best_epoch": state.best_epoch,
