@@ -391,6 +391,14 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     if adversary and len(train_corpora) < 2:
         raise ValueError("--corpus-adversary needs at least two training corpora")
 
+    def corpus_targets(rows: np.ndarray) -> np.ndarray:
+        """One-hot rows over the training corpora, of the utterances ``rows``."""
+        names = [items[i].corpus for i in rows]
+        if not set(names) <= set(train_corpora):
+            raise ValueError(f"--corpus-adversary: validation corpora {sorted(set(names) - set(train_corpora))} "
+                             "have no training speakers")
+        return np.eye(len(train_corpora), dtype=np.float32)[[train_corpora.index(c) for c in names]]
+
     def build():
         model = cnn1d(feats.shape[-1], len(SPEECH_LABELS), mean, var, widths=cfg.widths,
                       utterance_norm=cfg.utterance_norm, pooling=cfg.pooling, utterance_mean=side)
@@ -410,9 +418,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
 
     corpus_all = np.repeat(np.array([items[i].corpus for i in tr]), feats.shape[1])
     if adversary:  # the corpus targets ride beside the emotion's, so that sampling and mixup treat both alike
-        corpus_onehot = np.eye(len(train_corpora), dtype=np.float32)[
-            np.searchsorted(train_corpora, corpus_all)]
-        t_train_all = np.concatenate([t_train_all, corpus_onehot], axis=1)
+        t_train_all = np.concatenate([t_train_all, np.repeat(corpus_targets(tr), feats.shape[1], axis=0)], axis=1)
 
     def train_data(epoch: int):
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -440,8 +446,7 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
     y_val = np.eye(len(SPEECH_LABELS), dtype=np.float32)[y[va]]  # the intended emotions select
     validation = None if cfg.no_validation else (x_val, y_val)
     if adversary and validation is not None:  # validation corpora are training corpora (other speakers)
-        validation = (x_val, {"emotion": y_val, "corpus": np.eye(len(train_corpora), dtype=np.float32)[
-            np.searchsorted(train_corpora, [items[i].corpus for i in va])]})
+        validation = (x_val, {"emotion": y_val, "corpus": corpus_targets(va)})
     model, state = fit_resumable(build, train_data, validation, out, epochs=cfg.epochs, patience=cfg.patience,
                                  resume=cfg.resume, log=log, select="emotion_accuracy" if adversary else "accuracy")
     model_path = out / "model.keras"
