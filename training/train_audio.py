@@ -405,15 +405,12 @@ def train_audio(cfg: AudioTrainConfig) -> dict:
         steps = int(np.ceil(len(x_train_all) / cfg.batch_size))
         schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate,
                                                           decay_steps=(cfg.schedule_epochs or cfg.epochs) * steps)
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-3)
+        loss, metrics = "categorical_crossentropy", ["accuracy"]
         if adversary:
             model = with_corpus_adversary(model, len(train_corpora), cfg.corpus_adversary)
-            model.compile(optimizer=optimizer, loss={"emotion": "categorical_crossentropy",
-                                                     "corpus": "categorical_crossentropy"},
-                          metrics={"emotion": ["accuracy"]}, jit_compile=False)
-        else:
-            model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
-                          jit_compile=False)
+            loss, metrics = {"emotion": loss, "corpus": loss}, {"emotion": metrics}
+        model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-3), loss=loss, metrics=metrics,
+                      jit_compile=False)
         return model
 
     corpus_all = np.repeat(np.array([items[i].corpus for i in tr]), feats.shape[1])
